@@ -1,0 +1,566 @@
+"""The typed schema of `params.yaml`: every hyperparameter of every stage, with a help text each.
+
+`params.yaml` is the effective config that DVC tracks. Profiles (`profiles/<name>.yaml`) are overlays on the
+schema defaults (which are the `tiny` CPU profile); `r1 config use <profile>` writes the merged, validated
+result to `params.yaml`. Any value can be overridden with `--set key.path=value` (YAML-parsed) or
+`dvc exp run -S key.path=value`.
+
+Validation errors are reported as one line per problem naming the key path, e.g.
+`params.yaml: grpo.learning_rate: must be > 0 (got -0.001)`.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROFILES_DIR = PROJECT_ROOT / "profiles"
+
+
+class ConfigError(ValueError):
+    """A params file that does not validate. `str()` is a one-line-per-problem message naming the key path."""
+
+
+class Section(BaseModel):
+    # Unknown keys are errors: a misspelled hyperparameter must never be silently ignored.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --------------------------------------------------------------------------------------------------- project
+
+
+class ProjectConfig(Section):
+    seed: int = Field(0, ge=0, description="Global seed; stages derive their own seeds from it.")
+    mlflow_experiment: str = Field(
+        "r1-pipeline", min_length=1, description="MLflow experiment that every stage run is logged to."
+    )
+    mlflow_tracking_uri: str = Field(
+        "sqlite:///mlflow.db",
+        description="Default MLflow tracking URI when MLFLOW_TRACKING_URI is unset: a SQLite file in the "
+        "project, so no server is needed. The services helper points MLFLOW_TRACKING_URI at a server instead.",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Where training and generation run; `auto` takes CUDA when available."
+    )
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="Training/generation dtype. bf16 needs a GPU with bf16 support."
+    )
+
+
+# ------------------------------------------------------------------------------------------------------ data
+
+
+class SyntheticTaskConfig(Section):
+    """Chains of additions/subtractions whose running total stays in [0, total_max]."""
+
+    chain_lengths: list[int] = Field(
+        [1, 2, 4, 6], min_length=1, description="Numbers of operations per problem; one difficulty level each."
+    )
+    first_operand_max: int = Field(19, ge=1, description="First operand is drawn from 1..first_operand_max.")
+    operand_max: int = Field(9, ge=1, description="Later operands are drawn from 1..operand_max.")
+    total_max: int = Field(19, ge=1, description="Running totals are kept in 0..total_max.")
+    heldout_fraction: float = Field(
+        0.2, gt=0, lt=1, description="Share of expressions (by hash) reserved for evaluation; never trained on."
+    )
+    corpus_documents: int = Field(
+        20000, ge=1, description="Documents in the pretraining corpus of the from-scratch base model."
+    )
+    corpus_style_weights: dict[str, float] = Field(
+        {"scratchpad": 0.35, "lazy": 0.25, "direct": 0.2, "plain": 0.2},
+        description="Mix of answer styles in the pretraining corpus: step-by-step <think> scratchpad, a lazy "
+        "<think> that restates and guesses, a direct <answer>, a plain number. RL can then select a habit "
+        "the base already has, as in R1-Zero.",
+    )
+    corpus_error_rate: float = Field(
+        0.1, ge=0, le=1, description="Share of corpus documents with a wrong step or answer (a noisy base)."
+    )
+
+    @field_validator("chain_lengths")
+    @classmethod
+    def _positive_lengths(cls, v: list[int]) -> list[int]:
+        if any(n < 1 for n in v):
+            raise ValueError("every chain length must be >= 1")
+        return v
+
+    @field_validator("corpus_style_weights")
+    @classmethod
+    def _known_styles(cls, v: dict[str, float]) -> dict[str, float]:
+        known = {"scratchpad", "lazy", "direct", "plain"}
+        bad = set(v) - known
+        if bad:
+            raise ValueError(f"unknown corpus styles {sorted(bad)}; expected a subset of {sorted(known)}")
+        if any(w < 0 for w in v.values()) or sum(v.values()) <= 0:
+            raise ValueError("style weights must be >= 0 and sum to > 0")
+        return v
+
+
+class SourceConfig(Section):
+    """One data source, normalized into {id, source, problem, answer, solution}."""
+
+    name: str = Field(..., min_length=1, description="Source name, used in record ids and stats.")
+    type: Literal["synthetic", "jsonl", "parquet", "hf"] = Field(
+        ..., description="synthetic task generator, a local JSONL/Parquet file, or a Hugging Face dataset id."
+    )
+    path: Optional[str] = Field(None, description="Local file (jsonl/parquet), relative to the project root.")
+    hf_id: Optional[str] = Field(None, description="Hugging Face dataset id (type hf).")
+    hf_config: Optional[str] = Field(None, description="Hugging Face dataset config name (type hf).")
+    split: str = Field(
+        "train",
+        description="Split to read: for hf the dataset split; for synthetic `train` or `heldout`; ignored for files.",
+    )
+    problem_field: str = Field("problem", description="Field holding the problem text.")
+    answer_field: Optional[str] = Field(
+        "answer", description="Field holding the gold answer (or the solution it is extracted from)."
+    )
+    answer_format: Literal["plain", "gsm8k", "boxed"] = Field(
+        "plain",
+        description="How to read the gold answer from answer_field: as is, GSM8K's text after `####`, or the "
+        "last \\boxed{} of a solution.",
+    )
+    solution_field: Optional[str] = Field(
+        None, description="Field with a worked solution, used as the <think> text of cold-start conversations."
+    )
+    limit: Optional[int] = Field(None, ge=1, description="Keep at most this many records (after shuffling).")
+
+    @model_validator(mode="after")
+    def _needs_location(self) -> "SourceConfig":
+        if self.type in ("jsonl", "parquet") and not self.path:
+            raise ValueError(f"type {self.type} needs `path`")
+        if self.type == "hf" and not self.hf_id:
+            raise ValueError("type hf needs `hf_id`")
+        if self.type != "synthetic" and not self.answer_field:
+            raise ValueError("a non-synthetic source needs `answer_field`")
+        return self
+
+
+class DataConfig(Section):
+    seed: int = Field(0, ge=0, description="Seed for shuffling, sampling and splits (deterministic outputs).")
+    synthetic: SyntheticTaskConfig = Field(
+        default_factory=SyntheticTaskConfig, description="The synthetic verifiable task."
+    )
+    rl_sources: list[SourceConfig] = Field(
+        default_factory=lambda: [SourceConfig(name="arith", type="synthetic", split="train", limit=3000)],
+        min_length=1,
+        description="Sources of RL prompts with verifiable answers.",
+    )
+    cold_start_sources: list[SourceConfig] = Field(
+        default_factory=lambda: [SourceConfig(name="arith", type="synthetic", split="train", limit=256)],
+        description="Sources of cold-start SFT conversations (<think> reasoning then <answer>).",
+    )
+    eval_sets: list[SourceConfig] = Field(
+        default_factory=lambda: [SourceConfig(name="arith_heldout", type="synthetic", split="heldout", limit=200)],
+        min_length=1,
+        description="Evaluation sets; training data is decontaminated against all of them.",
+    )
+    rl_val_fraction: float = Field(
+        0.05, ge=0, lt=1, description="Share of RL prompts held out as a validation split."
+    )
+    near_duplicate_threshold: float = Field(
+        0.9,
+        gt=0,
+        le=1,
+        description="Jaccard similarity of word 3-gram sets above which two training problems are near-duplicates.",
+    )
+    decontamination_ngram: int = Field(
+        8, ge=1, description="Word n-gram size for decontamination against evaluation sets (open-r1 uses 8)."
+    )
+
+    @model_validator(mode="after")
+    def _unique_eval_names(self) -> "DataConfig":
+        names = [s.name for s in self.eval_sets]
+        if len(set(names)) != len(names):
+            raise ValueError(f"eval_sets names must be unique, got {names}")
+        return self
+
+
+# --------------------------------------------------------------------------------------------------- chat
+
+
+class ChatConfig(Section):
+    system_prompt: Optional[str] = Field(
+        None,
+        description="System prompt of every conversation (R1 uses one that asks for <think>/<answer>). Null "
+        "for the tiny profile, whose character-level model spends tokens on every character.",
+    )
+
+
+# --------------------------------------------------------------------------------------------------- training
+
+
+class TrainerConfig(Section):
+    """Knobs shared by the TRL trainers (names as in transformers.TrainingArguments)."""
+
+    learning_rate: float = Field(3e-4, gt=0, description="Peak learning rate.")
+    lr_scheduler_type: str = Field("cosine", description="transformers scheduler name.")
+    warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Share of steps spent warming up.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
+    num_train_epochs: float = Field(2.0, gt=0, description="Epochs over the dataset (ignored when max_steps > 0).")
+    max_steps: int = Field(-1, ge=-1, description="Optimizer steps; -1 uses num_train_epochs.")
+    per_device_train_batch_size: int = Field(16, ge=1, description="Batch size per device.")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations to save memory.")
+    logging_steps: int = Field(5, ge=1, description="Log metrics every N steps.")
+    save_steps: int = Field(50, ge=1, description="Write a resumable checkpoint every N steps.")
+    save_total_limit: int = Field(2, ge=1, description="Resumable checkpoints kept.")
+    deepspeed: Literal["none", "zero2", "zero3"] = Field(
+        "none", description="DeepSpeed ZeRO stage, using infra/deepspeed/<stage>.json. Needs `accelerate launch`."
+    )
+    num_processes: int = Field(
+        1, ge=1, description="Processes to launch the stage with (`accelerate launch` when > 1)."
+    )
+
+
+class BaseModelConfig(Section):
+    source: Literal["scratch", "pretrained"] = Field(
+        "scratch",
+        description="`scratch` trains a tokenizer and a small model on the synthetic corpus (tiny profile); "
+        "`pretrained` resolves `model_name_or_path` (hub id or local path).",
+    )
+    model_name_or_path: Optional[str] = Field(None, description="Hub id or local path of the base model.")
+    revision: Optional[str] = Field(None, description="Hub revision (commit) to pin for a pretrained base.")
+    architecture: Literal["qwen2", "llama"] = Field("qwen2", description="Architecture of a from-scratch model.")
+    tokenizer_vocab_size: int = Field(
+        160, ge=64, description="BPE vocabulary of the from-scratch tokenizer (digits stay single tokens)."
+    )
+    hidden_size: int = Field(128, ge=8, description="Hidden size of a from-scratch model.")
+    num_hidden_layers: int = Field(4, ge=1, description="Transformer layers of a from-scratch model.")
+    num_attention_heads: int = Field(4, ge=1, description="Attention heads of a from-scratch model.")
+    num_key_value_heads: int = Field(2, ge=1, description="KV heads (GQA) of a from-scratch model.")
+    intermediate_size: int = Field(384, ge=8, description="FFN size of a from-scratch model.")
+    max_position_embeddings: int = Field(256, ge=16, description="Context length of a from-scratch model.")
+    tie_word_embeddings: bool = Field(True, description="Share input and output embeddings.")
+    pretrain_steps: int = Field(700, ge=1, description="Pretraining optimizer steps on the synthetic corpus.")
+    pretrain_batch_size: int = Field(64, ge=1, description="Documents per pretraining step.")
+    pretrain_learning_rate: float = Field(3e-3, gt=0, description="Peak pretraining learning rate (cosine).")
+    pretrain_warmup_steps: int = Field(30, ge=0, description="Pretraining warmup steps.")
+    pretrain_save_steps: int = Field(100, ge=1, description="Write a resumable pretraining checkpoint every N steps.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "BaseModelConfig":
+        if self.source == "pretrained" and not self.model_name_or_path:
+            raise ValueError("source `pretrained` needs `model_name_or_path`")
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError("hidden_size must be divisible by num_attention_heads")
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError("num_attention_heads must be divisible by num_key_value_heads")
+        return self
+
+
+class SFTConfig(TrainerConfig):
+    enabled: bool = Field(True, description="Run cold-start SFT; when false, GRPO starts from the base model.")
+    max_length: int = Field(128, ge=8, description="Truncate conversations to this many tokens.")
+    completion_only_loss: bool = Field(True, description="Loss on the assistant turn only, not the prompt.")
+    packing: bool = Field(False, description="Pack several conversations into one sequence.")
+
+
+class GRPOConfig(TrainerConfig):
+    learning_rate: float = Field(3e-5, gt=0, description="Peak learning rate (above 1e-4 collapsed a tiny model).")
+    lr_scheduler_type: str = Field("constant_with_warmup", description="transformers scheduler name.")
+    max_steps: int = Field(100, ge=1, description="GRPO optimizer steps.")
+    per_device_train_batch_size: int = Field(
+        64, ge=1, description="Completions per device per step (= prompts x num_generations)."
+    )
+    num_generations: int = Field(8, ge=2, description="Completions per prompt (the GRPO group size).")
+    num_iterations: int = Field(1, ge=1, description="Optimization passes over each batch of rollouts (mu).")
+    beta: float = Field(0.04, ge=0, description="KL coefficient against the reference model (0 drops it).")
+    epsilon: float = Field(0.2, gt=0, description="Lower clipping range of the policy ratio.")
+    epsilon_high: Optional[float] = Field(
+        0.28, gt=0, description="Upper clipping range (DAPO clip-higher); null uses epsilon."
+    )
+    loss_type: Literal["grpo", "bnpo", "dr_grpo", "dapo"] = Field("dapo", description="GRPO loss normalization.")
+    scale_rewards: Literal["group", "batch", "none"] = Field(
+        "group", description="Divide advantages by the reward std of the group, the batch, or not at all."
+    )
+    temperature: float = Field(0.7, gt=0, description="Sampling temperature of rollouts.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling of rollouts.")
+    max_completion_length: int = Field(64, ge=1, description="Maximum tokens per rollout completion.")
+    mask_truncated_completions: bool = Field(
+        False, description="Exclude completions that hit max_completion_length from the loss."
+    )
+    reward_funcs: list[str] = Field(
+        ["accuracy", "format"], min_length=1, description="Reward functions by registry name."
+    )
+    reward_weights: list[float] = Field([1.0, 0.5], description="One weight per reward function.")
+    use_vllm: bool = Field(False, description="Generate rollouts with vLLM (needs the `vllm` extra and a GPU).")
+    vllm_mode: Literal["colocate", "server"] = Field("colocate", description="vLLM next to training or a server.")
+    log_completions_steps: int = Field(
+        25, ge=1, description="Log a table of sample completions to MLflow every N steps."
+    )
+    num_completions_to_log: int = Field(8, ge=1, description="Rows in each logged completions table.")
+    max_prompts: Optional[int] = Field(None, ge=1, description="Use at most this many RL prompts.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "GRPOConfig":
+        from r1_pipeline.rewards import REWARD_REGISTRY
+
+        unknown = [n for n in self.reward_funcs if n not in REWARD_REGISTRY]
+        if unknown:
+            raise ValueError(f"unknown reward_funcs {unknown}; known: {sorted(REWARD_REGISTRY)}")
+        if len(self.reward_weights) != len(self.reward_funcs):
+            raise ValueError(
+                f"reward_weights has {len(self.reward_weights)} entries for {len(self.reward_funcs)} reward_funcs"
+            )
+        batch = self.per_device_train_batch_size * self.gradient_accumulation_steps * self.num_processes
+        if batch % self.num_generations:
+            raise ValueError(
+                f"per_device_train_batch_size x gradient_accumulation_steps x num_processes ({batch}) must be "
+                f"divisible by num_generations ({self.num_generations})"
+            )
+        return self
+
+
+class R1ZeroConfig(GRPOConfig):
+    enabled: bool = Field(True, description="Run the R1-Zero experiment: GRPO straight on the base model.")
+
+
+class RejectionConfig(Section):
+    backend: Literal["hf", "vllm"] = Field("hf", description="Generation backend.")
+    source_model: Literal["grpo", "r1_zero", "sft"] = Field("grpo", description="Model that generates traces.")
+    num_prompts: int = Field(512, ge=1, description="RL prompts to sample from.")
+    num_samples: int = Field(8, ge=1, description="Completions generated per prompt (N).")
+    max_kept_per_prompt: int = Field(2, ge=1, description="Correct traces kept per prompt (M).")
+    temperature: float = Field(0.7, gt=0, description="Sampling temperature.")
+    top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling.")
+    max_new_tokens: int = Field(64, ge=1, description="Maximum tokens per completion.")
+    batch_size: int = Field(256, ge=1, description="Sequences generated per forward batch.")
+    min_think_chars: int = Field(1, ge=0, description="Readability: minimum characters inside <think>.")
+    max_completion_chars: int = Field(4000, ge=1, description="Readability: maximum completion length.")
+    max_repeated_ngram_fraction: float = Field(
+        0.5, ge=0, le=1, description="Readability: reject when this share of word 4-grams are repeats."
+    )
+    max_non_ascii_fraction: float = Field(
+        0.2, ge=0, le=1, description="Readability (mixed language): reject above this share of non-ASCII letters."
+    )
+
+
+class DistillConfig(TrainerConfig):
+    enabled: bool = Field(True, description="Distill the rejection-sampled traces into a smaller student.")
+    student_hidden_size: int = Field(96, ge=8, description="Hidden size of the from-scratch student.")
+    student_num_hidden_layers: int = Field(3, ge=1, description="Layers of the student.")
+    student_num_attention_heads: int = Field(4, ge=1, description="Attention heads of the student.")
+    student_num_key_value_heads: int = Field(2, ge=1, description="KV heads of the student.")
+    student_intermediate_size: int = Field(288, ge=8, description="FFN size of the student.")
+    student_init: Literal["pretrain", "random", "pretrained"] = Field(
+        "pretrain",
+        description="`pretrain` pretrains a from-scratch student on the base corpus first (same recipe, fewer "
+        "parameters); `random` starts from random weights; `pretrained` loads student_model_name_or_path.",
+    )
+    student_model_name_or_path: Optional[str] = Field(
+        None, description="Hub id or local path of a pretrained student (student_init `pretrained`)."
+    )
+    student_pretrain_steps: int = Field(
+        300, ge=1, description="Pretraining steps of the student on the base corpus (student_init `pretrain`)."
+    )
+    max_length: int = Field(128, ge=8, description="Truncate conversations to this many tokens.")
+    method: Literal["sft", "logit"] = Field(
+        "sft", description="`sft` on traces (R1-Distill); `logit` adds TRL's logit-level distillation."
+    )
+    baseline_without_traces: bool = Field(
+        True,
+        description="Also train a same-size student on answers only (no <think> traces) as the comparison.",
+    )
+
+
+    @model_validator(mode="after")
+    def _check(self) -> "DistillConfig":
+        if self.student_init == "pretrained" and not self.student_model_name_or_path:
+            raise ValueError("student_init `pretrained` needs `student_model_name_or_path`")
+        return self
+
+
+class EvaluateConfig(Section):
+    models: list[Literal["base", "sft", "grpo", "r1_zero", "distill", "distill_no_traces"]] = Field(
+        ["base", "sft", "grpo", "r1_zero", "distill", "distill_no_traces"],
+        description="Models to evaluate (those the run did not produce are skipped).",
+    )
+    backend: Literal["hf", "vllm"] = Field("hf", description="Generation backend.")
+    num_samples: int = Field(4, ge=1, description="k samples per problem (pass@1 = mean accuracy over k).")
+    temperature: float = Field(0.6, gt=0, description="Sampling temperature (R1: 0.6).")
+    top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling (R1: 0.95).")
+    max_new_tokens: int = Field(64, ge=1, description="Maximum tokens per sample.")
+    max_problems: Optional[int] = Field(None, ge=1, description="Evaluate at most this many problems per set.")
+    batch_size: int = Field(256, ge=1, description="Sequences generated per forward batch.")
+
+
+class ReportConfig(Section):
+    title: str = Field("r1-pipeline report", description="Report title.")
+
+
+class Config(Section):
+    project: ProjectConfig = Field(default_factory=ProjectConfig, description="Run-wide settings.")
+    data: DataConfig = Field(default_factory=DataConfig, description="The data stage.")
+    chat: ChatConfig = Field(default_factory=ChatConfig, description="Conversation format.")
+    base: BaseModelConfig = Field(default_factory=BaseModelConfig, description="The base model stage.")
+    sft: SFTConfig = Field(default_factory=SFTConfig, description="Cold-start SFT stage.")
+    grpo: GRPOConfig = Field(default_factory=GRPOConfig, description="Reasoning RL stage.")
+    r1_zero: R1ZeroConfig = Field(default_factory=R1ZeroConfig, description="R1-Zero stage.")
+    rejection: RejectionConfig = Field(default_factory=RejectionConfig, description="Rejection sampling stage.")
+    distill: DistillConfig = Field(default_factory=DistillConfig, description="Distillation stage.")
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig, description="Evaluation stage.")
+    report: ReportConfig = Field(default_factory=ReportConfig, description="Report stage.")
+
+
+# ------------------------------------------------------------------------------------------------ loading
+
+
+def _format_errors(err: ValidationError, origin: str) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in e["loc"]).replace(".[", "[")
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (misspelled?)"
+        elif e["type"] == "missing":
+            msg = "required key is missing"
+        got = e.get("input")
+        shown = "" if e["type"] in ("extra_forbidden", "missing") or isinstance(got, dict) else f" (got {got!r})"
+        lines.append(f"{origin}: {loc or '<root>'}: {msg}{shown}")
+    return "\n".join(lines)
+
+
+def deep_merge(base: dict, overlay: dict) -> dict:
+    """Recursively merge `overlay` into a copy of `base` (lists and scalars are replaced, dicts merged)."""
+    out = copy.deepcopy(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """`a.b.c=value` -> (['a','b','c'], yaml-parsed value)."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r}: expected KEY.PATH=VALUE")
+    key, raw = item.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"override {item!r}: empty key segment")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {item!r}: value is not valid YAML ({exc})") from None
+    return parts, value
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    out = copy.deepcopy(raw)
+    for item in overrides:
+        parts, value = parse_override(item)
+        node = out
+        for p in parts[:-1]:
+            if not isinstance(node.setdefault(p, {}), dict):
+                raise ConfigError(f"override {item!r}: {p} is not a section")
+            node = node[p]
+        node[parts[-1]] = value
+    return out
+
+
+def load_yaml(path: Path) -> dict:
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}:{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections")
+    return data
+
+
+def validate(raw: dict, origin: str = "params", root: Path | None = None) -> Config:
+    """Validate a raw dict; also checks that every local data file exists (relative to `root`)."""
+    try:
+        cfg = Config.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, origin)) from None
+    root = Path(root) if root else Path.cwd()
+    missing = []
+    for section in ("rl_sources", "cold_start_sources", "eval_sets"):
+        for i, src in enumerate(getattr(cfg.data, section)):
+            if src.path and not (root / src.path).exists():
+                missing.append(f"{origin}: data.{section}[{i}].path: file not found: {src.path}")
+    if cfg.base.source == "pretrained" and cfg.base.model_name_or_path:
+        p = cfg.base.model_name_or_path
+        if (p.startswith(("/", "./", "../")) or p.startswith("~")) and not (root / p).expanduser().exists():
+            missing.append(f"{origin}: base.model_name_or_path: local path not found: {p}")
+    if missing:
+        raise ConfigError("\n".join(missing))
+    return cfg
+
+
+def profile_path(name: str) -> Path:
+    path = PROFILES_DIR / f"{name}.yaml"
+    if name != "tiny" and not path.exists():
+        known = sorted(["tiny"] + [p.stem for p in PROFILES_DIR.glob("*.yaml")])
+        raise ConfigError(f"unknown profile {name!r}; known profiles: {', '.join(sorted(set(known)))}")
+    return path
+
+
+def profile_dict(name: str) -> dict:
+    """Schema defaults (the tiny profile) with the profile overlay merged on top."""
+    raw = Config().model_dump(mode="json")
+    if name == "tiny":
+        return raw
+    return deep_merge(raw, load_yaml(profile_path(name)))
+
+
+def load_config(
+    params_path: str | Path = "params.yaml",
+    overrides: list[str] | None = None,
+    profile: str | None = None,
+) -> Config:
+    """Load and validate params (or a profile), then apply `key=value` overrides."""
+    if profile:
+        raw, origin = profile_dict(profile), f"profile {profile}"
+    else:
+        raw, origin = load_yaml(Path(params_path)), str(params_path)
+    raw = apply_overrides(raw, overrides or [])
+    root = Path(params_path).resolve().parent if not profile else Path.cwd()
+    return validate(raw, origin, root)
+
+
+def to_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, default_flow_style=False, width=110)
+
+
+def flat_params(cfg_section: BaseModel, prefix: str = "") -> dict[str, Any]:
+    """Flatten a section to dotted keys (for MLflow params)."""
+    out: dict[str, Any] = {}
+    for key, value in cfg_section.model_dump(mode="json").items():
+        _flatten(f"{prefix}{key}", value, out)
+    return out
+
+
+def _flatten(key: str, value: Any, out: dict) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _flatten(f"{key}.{k}", v, out)
+    else:
+        out[key] = value
+
+
+def describe(model: type[BaseModel] = Config, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(key path, type/default, help) for every field: the documentation of params.yaml."""
+    rows = []
+    for name, field in model.model_fields.items():
+        ann = field.annotation
+        sub = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+        if sub is not None:
+            rows.append((prefix + name, "section", field.description or ""))
+            rows.extend(describe(sub, prefix + name + "."))
+        else:
+            default = field.default if field.default_factory is None else "(see params.yaml)"
+            rows.append((prefix + name, repr(default), field.description or ""))
+    return rows

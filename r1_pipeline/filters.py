@@ -1,0 +1,43 @@
+"""Readability filters of rejection sampling (R1: drop mixed-language, overlong, repetitive, unformatted CoT)."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+from r1_pipeline.config import RejectionConfig
+
+THINK_RE = re.compile(r"<think>(.*?)</think>", re.DOTALL)
+FORMAT_RE = re.compile(r"^\s*<think>.*?</think>\s*<answer>.*?</answer>\s*$", re.DOTALL)
+
+
+def think_text(completion: str) -> str | None:
+    m = THINK_RE.search(completion)
+    return m.group(1).strip() if m else None
+
+
+def repeated_ngram_fraction(text: str, n: int = 4) -> float:
+    words = text.split()
+    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+    if not grams:
+        return 0.0
+    counts = Counter(grams)
+    return sum(c - 1 for c in counts.values()) / len(grams)
+
+
+def non_ascii_letter_fraction(text: str) -> float:
+    letters = [c for c in text if c.isalpha()]
+    return sum(not c.isascii() for c in letters) / len(letters) if letters else 0.0
+
+
+def rejection_reason(completion: str, rc: RejectionConfig) -> str | None:
+    """Why a (correct) completion is unreadable, or None when it passes every filter."""
+    if not FORMAT_RE.match(completion):
+        return "format"
+    if len(completion) > rc.max_completion_chars or len(think_text(completion) or "") < rc.min_think_chars:
+        return "length"
+    if repeated_ngram_fraction(completion) > rc.max_repeated_ngram_fraction:
+        return "repetition"
+    if non_ascii_letter_fraction(completion) > rc.max_non_ascii_fraction:
+        return "mixed_language"
+    return None

@@ -1,0 +1,125 @@
+"""Reasoning RL with TRL's GRPOTrainer: the `grpo` stage (from SFT) and `r1_zero` (from the base model)."""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+
+from transformers import TrainerCallback
+
+from r1_pipeline import paths, tracking
+from r1_pipeline.chat import completion_text, prompt_messages
+from r1_pipeline.config import Config, GRPOConfig
+from r1_pipeline.io import read_jsonl
+from r1_pipeline.modeling import load_model_and_tokenizer, resolve_device
+from r1_pipeline.rewards import REWARD_REGISTRY
+from r1_pipeline.stage import StageError, require
+from r1_pipeline.training import fingerprint, resume_checkpoint, save_trainer_final, trainer_kwargs, write_log_history
+
+
+class CompletionRecorder:
+    """Wraps the reward functions to keep the last batch of (prompt, completion, rewards) for MLflow tables.
+
+    GRPO's own `log_completions` does not reach MLflow, so we log tables ourselves.
+    """
+
+    def __init__(self, names: list[str]):
+        self.names = names
+        self.last: dict = {}
+
+    def wrap(self, name: str):
+        fn = REWARD_REGISTRY[name]
+
+        @functools.wraps(fn)
+        def reward(completions, **kwargs):
+            scores = fn(completions, **kwargs)
+            if name == self.names[0]:
+                self.last = {"prompts": kwargs.get("prompts"), "answers": kwargs.get("answer"),
+                             "completions": completions}
+            self.last[name] = scores
+            return scores
+
+        reward.__name__ = name  # TRL names the logged reward columns after __name__
+        return reward
+
+    def rows(self, limit: int) -> list[dict]:
+        comps = self.last.get("completions") or []
+        rows = []
+        for i, comp in enumerate(comps[:limit]):
+            prompts, answers = self.last.get("prompts") or [], self.last.get("answers") or []
+            row = {
+                "prompt": completion_text(prompts[i]) if i < len(prompts) else "",
+                "completion": completion_text(comp),
+                "answer": answers[i] if i < len(answers) else None,
+            }
+            for name in self.names:
+                scores = self.last.get(name) or []
+                row[f"reward_{name}"] = scores[i] if i < len(scores) else None
+            rows.append(row)
+        return rows
+
+
+class CompletionTableCallback(TrainerCallback):
+    def __init__(self, recorder: CompletionRecorder, stage: str, every: int, limit: int):
+        self.recorder, self.stage, self.every, self.limit = recorder, stage, every, limit
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step % self.every == 0 or state.global_step == state.max_steps:
+            tracking.log_table(self.recorder.rows(self.limit), f"completions/{self.stage}_step_{state.global_step:05d}.json")
+
+
+def rl_dataset(cfg: Config, section: GRPOConfig):
+    from datasets import Dataset
+
+    rows = read_jsonl(require(paths.RL_TRAIN, "data"))
+    if section.max_prompts:
+        rows = rows[: section.max_prompts]
+    return Dataset.from_list(
+        [{"prompt": prompt_messages(r["problem"], cfg.chat.system_prompt), "answer": r["answer"]} for r in rows]
+    )
+
+
+def train_grpo(cfg: Config, section: GRPOConfig, stage: str, init_model) -> dict:
+    from trl import GRPOConfig as TRLGRPOConfig, GRPOTrainer
+
+    if section.use_vllm and importlib.util.find_spec("vllm") is None:
+        raise StageError(f"{stage}.use_vllm is true but vllm is not installed (pip install 'r1-pipeline[vllm]')")
+    dataset = rl_dataset(cfg, section)
+    tracking.log_dataset(paths.RL_TRAIN, "rl_train", "training")
+    recorder = CompletionRecorder(section.reward_funcs)
+    args = TRLGRPOConfig(
+        **trainer_kwargs(section, cfg, stage),
+        num_generations=section.num_generations,
+        num_iterations=section.num_iterations,
+        beta=section.beta,
+        epsilon=section.epsilon,
+        epsilon_high=section.epsilon_high if section.epsilon_high is not None else section.epsilon,
+        loss_type=section.loss_type,
+        scale_rewards=section.scale_rewards,
+        temperature=section.temperature,
+        top_p=section.top_p,
+        max_completion_length=section.max_completion_length,
+        mask_truncated_completions=section.mask_truncated_completions,
+        reward_weights=section.reward_weights,
+        use_vllm=section.use_vllm,
+        vllm_mode=section.vllm_mode,
+        log_completions=False,
+    )
+    model, tokenizer = load_model_and_tokenizer(init_model, resolve_device(cfg.project.device), cfg.project.precision)
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=[recorder.wrap(n) for n in section.reward_funcs],
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        callbacks=[CompletionTableCallback(recorder, stage, section.log_completions_steps, section.num_completions_to_log)],
+    )
+    fp = fingerprint(section.model_dump(mode="json"), cfg.chat.model_dump(), cfg.project.seed, paths.RL_TRAIN, init_model)
+    trainer.train(resume_from_checkpoint=resume_checkpoint(stage, fp))
+    write_log_history(trainer, stage)
+    save_trainer_final(trainer, tokenizer, stage, {"source": stage, "init": str(init_model)})
+    history = [h for h in trainer.state.log_history if "reward" in h]
+    k = max(1, len(history) // 5)
+    first = sum(h["reward"] for h in history[:k]) / k if history else 0.0
+    last = sum(h["reward"] for h in history[-k:]) / k if history else 0.0
+    return {f"{stage}_reward_first": first, f"{stage}_reward_last": last}

@@ -1,0 +1,146 @@
+"""MLflow helpers: every stage logs to a run of its own, or to the child run the Prefect flow made for it.
+
+When the flow starts a stage it creates the child run and passes `MLFLOW_RUN_ID`; `mlflow.start_run()` then
+resumes that run. Started alone (`python -m tasks.sft`, `dvc repro`), a stage opens a new run, so tracking
+never depends on the orchestrator. Only rank 0 of a multi-process launch logs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import subprocess
+from pathlib import Path
+from typing import Any, Iterator
+
+from r1_pipeline.config import Config, flat_params
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0
+
+
+def tracking_uri(cfg: Config) -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or cfg.project.mlflow_tracking_uri
+
+
+def configure(cfg: Config) -> None:
+    import logging
+
+    import mlflow
+
+    # MLflow's INFO chatter (db creation, system-metrics start/stop) would bury a stage's own errors.
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+
+    mlflow.set_tracking_uri(tracking_uri(cfg))
+    # The flow may have set the experiment by name already; a mismatch would break resuming its run.
+    os.environ.setdefault("MLFLOW_EXPERIMENT_NAME", cfg.project.mlflow_experiment)
+    mlflow.set_experiment(os.environ["MLFLOW_EXPERIMENT_NAME"])
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def file_sha256(path: str | Path) -> str | None:
+    p = Path(path)
+    if not p.is_file():
+        return None
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def provenance_tags(stage: str) -> dict[str, str]:
+    tags = {
+        "r1.stage": stage,
+        "git.commit": git_commit() or "unknown",
+        "dvc.params_sha256": file_sha256("params.yaml") or "none",
+        "dvc.lock_sha256": file_sha256("dvc.lock") or "none",
+    }
+    for env, tag in (("PREFECT__FLOW_RUN_ID", "prefect.flow_run_id"), ("R1_PIPELINE_RUN", "r1.pipeline_run")):
+        if os.environ.get(env):
+            tags[tag] = os.environ[env]
+    return tags
+
+
+@contextlib.contextmanager
+def stage_run(stage: str, cfg: Config, section: Any | None = None) -> Iterator[Any]:
+    """Open (or resume) the stage's MLflow run, log its effective config and provenance; yields the run or None."""
+    if not is_main_process():
+        # Other ranks must not let transformers' MLflow callback open runs of their own.
+        os.environ["DISABLE_MLFLOW_INTEGRATION"] = "TRUE"
+        yield None
+        return
+    import mlflow
+
+    configure(cfg)
+    resumed = bool(os.environ.get("MLFLOW_RUN_ID"))
+    with mlflow.start_run(
+        run_name=None if resumed else stage, log_system_metrics=True
+    ) as run:
+        mlflow.set_tags(provenance_tags(stage))
+        params = flat_params(section if section is not None else getattr(cfg, stage), prefix=f"{stage}.")
+        params.update(flat_params(cfg.project, prefix="project."))
+        log_params(params)
+        yield run
+
+
+def log_params(params: dict[str, Any]) -> None:
+    import mlflow
+
+    # MLflow caps a param value at 6000 chars and a batch at 100 params.
+    items = [(k, str(v)[:6000]) for k, v in params.items()]
+    for i in range(0, len(items), 100):
+        mlflow.log_params(dict(items[i : i + 100]))
+
+
+def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
+    if not is_main_process():
+        return
+    import mlflow
+
+    if mlflow.active_run() is None:
+        return
+    clean = {k.replace("@", "_at_"): float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+    if clean:
+        mlflow.log_metrics(clean, step=step)
+
+
+def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
+    if not is_main_process():
+        return
+    import mlflow
+
+    if mlflow.active_run() is not None and Path(path).exists():
+        if Path(path).is_dir():
+            mlflow.log_artifacts(str(path), artifact_path=artifact_path)
+        else:
+            mlflow.log_artifact(str(path), artifact_path=artifact_path)
+
+
+def log_dataset(path: str | Path, name: str, context: str) -> None:
+    """Record an input dataset (mlflow.data) with its digest, so a run says exactly what it trained on."""
+    if not is_main_process():
+        return
+    import mlflow
+    import pandas as pd
+
+    if mlflow.active_run() is None or not Path(path).exists():
+        return
+    df = pd.read_json(path, lines=True) if Path(path).stat().st_size else pd.DataFrame()
+    ds = mlflow.data.from_pandas(df, source=str(Path(path).resolve()), name=name)
+    mlflow.log_input(ds, context=context)
+
+
+def log_table(rows: list[dict], artifact_file: str) -> None:
+    if not is_main_process() or not rows:
+        return
+    import mlflow
+
+    if mlflow.active_run() is not None:
+        columns = {k: [r.get(k) for r in rows] for k in rows[0]}
+        mlflow.log_table(columns, artifact_file=artifact_file)

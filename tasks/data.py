@@ -1,0 +1,45 @@
+"""Stage `data`: build every dataset of the run from the `data` section of params.yaml.
+
+    python -m tasks.data [--params params.yaml] [--set data.seed=1 ...]
+
+Writes outputs/data/{rl_train,rl_val,cold_start,corpus}.jsonl, outputs/data/eval/<name>.jsonl and
+outputs/data/stats.json (see r1_pipeline.paths), all at once: everything is built in memory first, and the
+folder is replaced in one rename, so a failed run writes nothing.
+
+Exit codes: 0 success; 2 invalid params or an unreadable data source (one line per problem on stderr naming
+the key, file, line or field; nothing written).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from r1_pipeline import paths, tracking
+from r1_pipeline.config import Config
+from r1_pipeline.data import build_datasets, summary, write_datasets
+from r1_pipeline.stage import run_stage
+
+__all__ = ["build_datasets", "main", "run"]
+
+
+def run(cfg: Config, root: str | Path | None = None) -> dict:
+    """Build and write; returns the flat counts that are logged as metrics."""
+    result = build_datasets(cfg, root=root or Path.cwd())
+    write_datasets(result)
+    stats = result["stats"]
+    print(f"data: {summary(stats)}")
+    tracking.log_artifact(paths.DATA_STATS)
+    for name in ("rl_train", "cold_start"):
+        tracking.log_dataset(paths.DATA_DIR / f"{name}.jsonl", name, "training")
+    for path in sorted(paths.EVAL_DIR.glob("*.jsonl")):
+        tracking.log_dataset(path, path.stem, "evaluation")
+    return {f"data_{k}": v for k, v in stats.get("counts", {}).items() if isinstance(v, (int, float))}
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_stage("data", run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

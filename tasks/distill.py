@@ -1,0 +1,110 @@
+"""Stage `distill`: a smaller student learns from the RL model's rejection-sampled traces (R1-Distill).
+
+For an honest comparison, a second student of the same size and init is trained on the same problems with
+answers only (no <think> traces): `distill_no_traces`. `method: logit` trains the student with TRL's
+DistillationTrainer (on-policy, token-level distillation from the RL teacher) instead of SFT on traces.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+from r1_pipeline import paths, tracking
+from r1_pipeline.config import Config
+from r1_pipeline.io import read_jsonl
+from r1_pipeline.modeling import build_model, load_model_and_tokenizer, load_tokenizer, num_parameters, resolve_device
+from r1_pipeline.pretrain import pretrain, render_documents
+from r1_pipeline.sft import conversations, train_sft
+from r1_pipeline.stage import main_for, require
+from r1_pipeline.training import fingerprint, mark_skipped, save_final, save_trainer_final, trainer_kwargs, write_log_history
+
+
+def student_init(cfg: Config):
+    """A fresh student with the base tokenizer, pretrained on the base corpus when student_init is `pretrain`."""
+    d, b = cfg.distill, cfg.base
+    init_dir = paths.checkpoint_dir("distill") / "student_init"
+    fp = fingerprint(d.model_dump(mode="json"), b.model_dump(mode="json"), cfg.project.seed, paths.CORPUS,
+                     paths.model_dir("base") / "tokenizer.json")
+    if (init_dir / "fingerprint.txt").exists() and (init_dir / "fingerprint.txt").read_text() == fp:
+        return load_model_and_tokenizer(init_dir, resolve_device(cfg.project.device), cfg.project.precision)
+    if d.student_init == "pretrained":
+        return load_model_and_tokenizer(d.student_model_name_or_path, resolve_device(cfg.project.device), cfg.project.precision)
+    tokenizer = load_tokenizer(require(paths.model_dir("base"), "base"))
+    model = build_model(
+        tokenizer, architecture=b.architecture, hidden_size=d.student_hidden_size,
+        num_hidden_layers=d.student_num_hidden_layers, num_attention_heads=d.student_num_attention_heads,
+        num_key_value_heads=d.student_num_key_value_heads, intermediate_size=d.student_intermediate_size,
+        max_position_embeddings=b.max_position_embeddings, tie_word_embeddings=b.tie_word_embeddings,
+        seed=cfg.project.seed + 1,
+    )
+    if d.student_init == "pretrain":
+        texts = render_documents(read_jsonl(require(paths.CORPUS, "data")), tokenizer, cfg.chat.system_prompt)
+        trainer = pretrain(
+            model, tokenizer, texts, stage="distill_student", cfg=cfg, steps=d.student_pretrain_steps,
+            batch_size=b.pretrain_batch_size, learning_rate=b.pretrain_learning_rate,
+            warmup_steps=b.pretrain_warmup_steps, save_steps=b.pretrain_save_steps,
+            max_length=b.max_position_embeddings, fingerprint=fp, report=False,
+        )
+        model = trainer.model
+    shutil.rmtree(init_dir, ignore_errors=True)
+    model.save_pretrained(init_dir)
+    tokenizer.save_pretrained(init_dir)
+    (init_dir / "r1_pipeline_tokenizer.json").write_text("{}")
+    (init_dir / "fingerprint.txt").write_text(fp)
+    return model, tokenizer
+
+
+def logit_distill(cfg: Config, model, tokenizer, rows: list[dict]):
+    """On-policy token-level distillation from the RL teacher with TRL's DistillationTrainer."""
+    from datasets import Dataset
+    from trl import DistillationConfig, DistillationTrainer
+
+    from r1_pipeline.chat import prompt_messages
+
+    teacher, _ = load_model_and_tokenizer(require(paths.model_dir(cfg.rejection.source_model), cfg.rejection.source_model),
+                                         resolve_device(cfg.project.device), cfg.project.precision)
+    args = DistillationConfig(**trainer_kwargs(cfg.distill, cfg, "distill"), max_completion_length=cfg.rejection.max_new_tokens)
+    data = Dataset.from_list([{"prompt": prompt_messages(r["problem"], cfg.chat.system_prompt)} for r in rows])
+    trainer = DistillationTrainer(model=model, teacher_model=teacher, args=args, train_dataset=data, processing_class=tokenizer)
+    trainer.train()
+    write_log_history(trainer, "distill")
+    return trainer
+
+
+def run(cfg: Config) -> dict:
+    d = cfg.distill
+    if not d.enabled:
+        mark_skipped("distill", "distill.enabled is false")
+        mark_skipped("distill_no_traces", "distill.enabled is false")
+        return {}
+    rows = read_jsonl(require(paths.REJECTION_DATA, "rejection"))
+    if not rows:
+        reason = f"rejection sampling kept no traces ({paths.REJECTION_DATA} is empty)"
+        mark_skipped("distill", reason)
+        mark_skipped("distill_no_traces", reason)
+        return {"distill_examples": 0}
+    tracking.log_dataset(paths.REJECTION_DATA, "rejection_traces", "training")
+    model, tokenizer = student_init(cfg)
+    n_params = num_parameters(model)
+    info = {"source": "distill", "parameters": n_params, "examples": len(rows), "method": d.method}
+    common = dict(max_length=d.max_length, completion_only_loss=True, packing=False)
+    fp = fingerprint(d.model_dump(mode="json"), cfg.chat.model_dump(), cfg.project.seed, paths.REJECTION_DATA)
+    if d.method == "logit":
+        trainer = logit_distill(cfg, model, tokenizer, rows)
+    else:
+        trainer = train_sft(model, tokenizer, conversations(rows, cfg.chat.system_prompt), d, cfg, "distill",
+                            fingerprint=fp, **common)
+    save_trainer_final(trainer, tokenizer, "distill", info)
+    metrics = {"distill_student_parameters": n_params, "distill_examples": len(rows)}
+    if d.baseline_without_traces:
+        model, tokenizer = student_init(cfg)
+        baseline = train_sft(model, tokenizer, conversations(rows, cfg.chat.system_prompt, with_reasoning=False), d,
+                             cfg, "distill_no_traces", fingerprint=fp + "-no-traces", report=False, **common)
+        save_trainer_final(baseline, tokenizer, "distill_no_traces", {**info, "source": "distill_no_traces"})
+    else:
+        mark_skipped("distill_no_traces", "distill.baseline_without_traces is false")
+    return metrics
+
+
+if __name__ == "__main__":
+    main_for("distill", run)

@@ -1,0 +1,79 @@
+"""Stage `evaluate`: every model the run produced on every evaluation set, with the R1 protocol.
+
+k samples per problem at temperature/top-p from params; pass@1 = mean accuracy over the k samples, cons@k =
+majority vote over extracted answers, with standard errors. One record per (model, benchmark, problem,
+sample) keeps the text, the extracted answer and the verdict, so any metric can be recomputed.
+"""
+
+from __future__ import annotations
+
+from r1_pipeline import paths, tracking
+from r1_pipeline.chat import prompt_messages
+from r1_pipeline.config import Config
+from r1_pipeline.filters import FORMAT_RE
+from r1_pipeline.generation import get_backend
+from r1_pipeline.io import read_jsonl, write_json, write_jsonl
+from r1_pipeline.metrics import summarize
+from r1_pipeline.modeling import resolve_device
+from r1_pipeline.stage import StageError, main_for, require
+from r1_pipeline.training import is_skipped
+from r1_pipeline.verify import extract_answer, verify
+
+
+def evaluate_model(cfg: Config, name: str, eval_sets: dict[str, list[dict]]) -> tuple[list[dict], dict]:
+    e = cfg.evaluate
+    backend = get_backend(e.backend, paths.model_dir(name), resolve_device(cfg.project.device), cfg.project.precision, e.batch_size)
+    records, metrics = [], {}
+    for bench, problems in eval_sets.items():
+        samples = backend.generate(
+            [prompt_messages(p["problem"], cfg.chat.system_prompt) for p in problems],
+            n=e.num_samples, temperature=e.temperature, top_p=e.top_p, max_new_tokens=e.max_new_tokens,
+            seed=cfg.project.seed,
+        )
+        rows = []
+        for p, group in zip(problems, samples):
+            for i, s in enumerate(group):
+                extracted = extract_answer(s.text)
+                rows.append({
+                    "model": name, "benchmark": bench, "problem_id": p["id"], "sample_idx": i, "gold": p["answer"],
+                    "text": s.text, "extracted": extracted, "correct": verify(extracted, p["answer"]),
+                    "format_ok": bool(FORMAT_RE.match(s.text)), "num_tokens": s.num_tokens, "finished": s.finished,
+                })
+        summary = summarize(rows)
+        summary["format_rate"] = sum(r["format_ok"] for r in rows) / len(rows)
+        summary["mean_tokens"] = sum(r["num_tokens"] for r in rows) / len(rows)
+        metrics[bench] = summary
+        records.extend(rows)
+        print(f"evaluate: {name:>18} {bench:<16} pass@1 {100 * summary['pass@1']:5.1f} ± {100 * summary['pass@1_stderr']:.1f}"
+              f"  cons@{e.num_samples} {100 * summary[f'cons@{e.num_samples}'] if f'cons@{e.num_samples}' in summary else float('nan'):5.1f}"
+              f"  format {100 * summary['format_rate']:5.1f}")
+    return records, metrics
+
+
+def run(cfg: Config) -> dict:
+    e = cfg.evaluate
+    eval_sets = {}
+    for s in cfg.data.eval_sets:
+        rows = read_jsonl(require(paths.EVAL_DIR / f"{s.name}.jsonl", "data"))
+        eval_sets[s.name] = rows[: e.max_problems] if e.max_problems else rows
+    models = [m for m in e.models if paths.model_dir(m).exists() and not is_skipped(paths.model_dir(m))]
+    if not models:
+        raise StageError(f"none of evaluate.models {e.models} exists under {paths.MODELS_DIR}: run the training stages first")
+    records, metrics = [], {}
+    for name in models:
+        rows, metrics[name] = evaluate_model(cfg, name, eval_sets)
+        records.extend(rows)
+    write_jsonl(paths.EVAL_RECORDS, records)
+    write_json(paths.EVAL_METRICS, metrics)
+    tracking.log_artifact(paths.EVAL_METRICS)
+    flat = {}
+    for model, benches in metrics.items():
+        for bench, summary in benches.items():
+            for key, value in summary.items():
+                if isinstance(value, (int, float)):
+                    flat[f"{model}.{bench}.{key}"] = value
+    return flat
+
+
+if __name__ == "__main__":
+    main_for("evaluate", run)
