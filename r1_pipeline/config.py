@@ -214,6 +214,11 @@ class TrainerConfig(Section):
     num_processes: int = Field(
         1, ge=1, description="Processes to launch the stage with (`accelerate launch` when > 1)."
     )
+    accelerate_config: Optional[str] = Field(
+        None,
+        description="accelerate config file for the launch; null picks infra/accelerate/ by device and "
+        "deepspeed (cpu_zero2.yaml on CPU, multi_gpu_zero2/3.yaml on GPUs).",
+    )
 
 
 class BaseModelConfig(Section):

@@ -153,7 +153,7 @@ def format_reward(completions, **kwargs) -> list[float]:
 def tag_count_reward(completions, **kwargs) -> list[float]:
     """0.25 for each of <think>, </think>, <answer>, </answer> that occurs exactly once (open-r1's shaping
     reward, without its newline requirements, which our one-line answers do not follow)."""
-    return [sum(0.25 for tag in _TAGS if t.count(tag) == 1) for t in _texts(completions)]
+    return [0.25 * sum(t.count(tag) == 1 for tag in _TAGS) for t in _texts(completions)]
 
 
 # open-r1's step markers; (?m) so "1." counts at the start of every line, not only the first.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -46,6 +47,37 @@ def parse_args(stage: str, argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+LAUNCHED_ENV = "R1_LAUNCHED"
+
+
+def launch_command(cfg: Config, stage: str, argv: list[str]) -> list[str] | None:
+    """`accelerate launch` command for a stage whose params ask for several processes or DeepSpeed, else None.
+
+    dvc.yaml always calls `python -m tasks.<stage>`; the stage relaunches itself through accelerate when
+    needed, so the graph does not change with the profile. DeepSpeed needs a launcher even for one process.
+    """
+    from r1_pipeline.config import PROJECT_ROOT, TrainerConfig
+    from r1_pipeline.modeling import resolve_device
+
+    section = getattr(cfg, stage, None)
+    if not isinstance(section, TrainerConfig) or os.environ.get(LAUNCHED_ENV) or "LOCAL_RANK" in os.environ:
+        return None
+    if section.num_processes == 1 and section.deepspeed == "none":
+        return None
+    infra = PROJECT_ROOT / "infra"
+    if section.accelerate_config:
+        config = Path(section.accelerate_config)
+    elif resolve_device(cfg.project.device) == "cpu":
+        config = infra / "accelerate" / "cpu_zero2.yaml"
+    else:
+        config = infra / "accelerate" / f"multi_gpu_{section.deepspeed if section.deepspeed != 'none' else 'zero2'}.yaml"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
+           "--num_processes", str(section.num_processes)]
+    if section.deepspeed != "none":
+        cmd += ["--use_deepspeed", "--deepspeed_config_file", str(infra / "deepspeed" / f"{section.deepspeed}.json")]
+    return cmd + ["-m", f"tasks.{stage}", *argv]
+
+
 def run_stage(stage: str, body: Callable[[Config], dict | None], argv: list[str] | None = None) -> int:
     """Validate params, open the stage's MLflow run, run `body(cfg)`, log the metrics it returns.
 
@@ -57,8 +89,11 @@ def run_stage(stage: str, body: Callable[[Config], dict | None], argv: list[str]
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    # Two cores: more threads than cores only adds contention.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    launch = launch_command(cfg, stage, list(argv) if argv is not None else sys.argv[1:])
+    if launch:
+        print(f"{stage}: launching {cfg_processes(cfg, stage)} processes: {' '.join(launch)}", flush=True)
+        return subprocess.call(launch, env={**os.environ, LAUNCHED_ENV: "1"})
     from r1_pipeline import tracking
 
     seed_everything(cfg.project.seed)
@@ -76,6 +111,10 @@ def run_stage(stage: str, body: Callable[[Config], dict | None], argv: list[str]
         return 2
     print(f"{stage}: done in {time.time() - start:.1f}s")
     return 0
+
+
+def cfg_processes(cfg: Config, stage: str) -> int:
+    return getattr(getattr(cfg, stage), "num_processes", 1)
 
 
 def main_for(stage: str, body: Callable[[Config], dict | None]) -> None:

@@ -32,9 +32,9 @@ import sys
 import tempfile
 import threading
 import time
-from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from decimal import Decimal
 from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
@@ -61,6 +61,7 @@ GOLD_FORMATS = ("plain", "gsm8k", "boxed")
 
 _BRACE_TOKEN = re.compile(r"\\.|[{}]", re.DOTALL)  # escaped chars (\{, \}, \\) never count as braces
 _BOX_COMMANDS = ("\\boxed", "\\fbox")
+_WRAPPERS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"))
 
 
 def _group_end(text: str, open_pos: int, limit: int = MAX_BOX_CHARS) -> int | None:
@@ -102,13 +103,15 @@ def last_boxed(text: str) -> str | None:
 
 
 # Final-answer phrases, used only when there is no <answer> tag and no \boxed. Each is anchored on a phrase,
-# never on a bare number, so a number in the reasoning cannot be taken for the answer.
+# never on a bare number, so a number in the reasoning cannot be taken for the answer. The patterns match
+# the phrase only (the answer is the rest of its line), so every occurrence is found, not just the first.
 _PHRASES = [
-    re.compile(r"####[ \t]*([^\n]+)"),  # GSM8K reference style
-    re.compile(r"(?im)^[ \t]*(?:A|Answer|Final answer)[ \t]*:[ \t]*([^\n]+)"),  # "A: 42" on its own line
-    re.compile(r"(?i)\b(?:final answer|the answer)(?: to [^\n.]{0,80}?)?[ \t]+is[ \t]*:?[ \t]*([^\n]+)"),
+    re.compile(r"####[ \t]*"),  # GSM8K reference style
+    re.compile(r"(?im)^[ \t]*(?:A|Answer|Final answer)[ \t]*:[ \t]*"),  # "A: 42" on its own line
+    re.compile(r"(?i)\b(?:final answer|the answer)(?: to [^\n.]{0,80}?)?[ \t]+is[ \t]*:?[ \t]*"),
 ]
 _SENTENCE_END = re.compile(r"\.(?:\s|$)|[;!?](?:\s|$)")
+MAX_PHRASE_ANSWER_CHARS = 300
 
 
 def _phrase_answer(text: str) -> str | None:
@@ -118,20 +121,17 @@ def _phrase_answer(text: str) -> str | None:
         text = text[think_end + len("</think>") :]
     elif "<think>" in text:
         return None  # the reasoning never closed: whatever it states is not a final answer
-    best = None
-    for pattern in _PHRASES:
-        for m in pattern.finditer(text):
-            if best is None or m.start(1) > best.start(1):
-                best = m
-    if best is None:
+    start = max((m.end() for pattern in _PHRASES for m in pattern.finditer(text)), default=-1)
+    if start < 0:
         return None
-    span = best.group(1).strip()
-    if span.startswith(("$", "\\(", "\\[")):
-        close = {"$": "$", "\\(": "\\)", "\\[": "\\]"}[span[:2] if span[:2] in ("\\(", "\\[") else "$"]
-        opener = 2 if close != "$" else (2 if span.startswith("$$") else 1)
-        end = span.find(close, opener)
-        if end > 0:
-            return span[: end + len(close)]
+    line_end = text.find("\n", start, start + MAX_PHRASE_ANSWER_CHARS)
+    span = text[start : line_end if line_end >= 0 else start + MAX_PHRASE_ANSWER_CHARS].strip()
+    for left, right in _WRAPPERS:  # "$\frac{1}{2}$. So ..." -> the math group
+        if span.startswith(left):
+            end = span.find(right, len(left))
+            if end > len(left):
+                return span[: end + len(right)]
+            break
     m = _SENTENCE_END.search(span)  # "42. I hope it is correct." -> "42"; decimals survive
     if m:
         span = span[: m.start()]
@@ -180,9 +180,17 @@ def normalize_gold(value: Any, gold_format: str = "plain") -> str | None:
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, (int, float)):
-        if isinstance(value, float) and not math.isfinite(value):
+        # Numeric gold columns (AMC stores 27.0): integral floats as integers, never exponent notation.
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                return None
+            if not value.is_integer():
+                return format(Decimal(repr(value)), "f")
+            value = int(value)
+        try:
+            return str(value)
+        except ValueError:  # an int too long for str()
             return None
-        return str(value)
     if not isinstance(value, str):
         return None
     if gold_format == "gsm8k":
@@ -202,8 +210,7 @@ class _Number(NamedTuple):  # a NamedTuple, not a dataclass: this sits on the ho
 
 
 _DECIMAL = re.compile(r"([-+]?)(\d{1,3}(?:,\d{3})+|\d*)(?:\.(\d+))?")
-_FRACTION = re.compile(r"([-+]?)(?:\\frac\{(\d+)\}\{(\d+)\}|(\d+)/(\d+))")
-_WRAPPERS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"))
+_FRACTION = re.compile(r"([-+]?)(?:\\frac\{(\d+)\}\{(\d+)\}|\\frac(\d)(\d)|(\d+)/(\d+))")
 
 
 def _unwrap(s: str) -> str:
@@ -231,6 +238,8 @@ def _as_number(span: str) -> _Number | None:
         value = int(span)
         return _Number(value, str(value), False)
     s = _unwrap(span)
+    if re.search(r",\s", s):  # "2, 125" is a list, not two thousand one hundred twenty-five
+        return None
     s = s.replace("\\!", "").replace("{,}", ",").replace("\\,", "").replace("\u2212", "-")
     s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace(" ", "")
     if s.startswith("\\$"):
@@ -241,7 +250,7 @@ def _as_number(span: str) -> _Number | None:
         s = "-" + s.lstrip("-\\$")
     if s.endswith(".") and not s.endswith(".."):
         s = s[:-1]
-    if not s or len(s) > MAX_SPAN_CHARS * 1000:
+    if not s:
         return None
     m = _DECIMAL.fullmatch(s)
     if m and (m.group(2) or m.group(3)):
@@ -252,16 +261,14 @@ def _as_number(span: str) -> _Number | None:
             canon = "-" + canon
         value = None
         if len(canon) <= MAX_EXACT_DIGITS:  # int() of longer digit strings is slow (and capped by Python)
-            value = Fraction(int(whole + frac), 10 ** len(frac)) if frac else Fraction(int(whole))
+            value = Fraction(int(whole + frac), 10 ** len(frac)) if frac else int(whole)
             value = -value if sign == "-" else value
         return _Number(value, canon, decimal=m.group(3) is not None)
     m = _FRACTION.fullmatch(s)
     if m:
-        num, den = (m.group(2), m.group(3)) if m.group(2) else (m.group(4), m.group(5))
-        if len(num) + len(den) > MAX_EXACT_DIGITS:
+        num, den = next((m.group(i), m.group(i + 1)) for i in (2, 4, 6) if m.group(i))
+        if len(num) + len(den) > MAX_EXACT_DIGITS or not den.strip("0"):  # huge, or a zero denominator
             return _Number(None, f"{m.group(1).replace('+', '')}{num.lstrip('0')}/{den.lstrip('0')}", False)
-        if int(den) == 0:
-            return None
         value = Fraction(int(num), int(den)) * (-1 if m.group(1) == "-" else 1)
         return _Number(value, str(value), decimal=False)
     return None
@@ -298,7 +305,7 @@ def _time_limit(seconds: float) -> Iterator[None]:
             raise _Deadline()
 
     old_handler = signal.signal(signal.SIGALRM, on_alarm)
-    old_delay, _ = signal.setitimer(signal.ITIMER_REAL, seconds)
+    old_delay, _ = signal.setitimer(signal.ITIMER_REAL, max(seconds, 1e-3))  # 0 would mean "no timer"
     started = time.monotonic()
     try:
         yield
@@ -312,7 +319,7 @@ def _time_limit(seconds: float) -> Iterator[None]:
 
 _BIG_EXPONENT = re.compile(r"(?:\^|\*\*)\s*[{(]?\s*[-+]?\d{5,}")
 _BIG_COMBINATORIC = re.compile(r"\d{5,}\s*!|\\binom|\\choose|factorial|binomial|gamma")
-_GROUP_TOKEN = re.compile(r"\\[{}()]|\\.|[{}()]|\^|\*\*")
+_GROUP_TOKEN = re.compile(r"\\.|[{}()]|\^|\*\*")  # escaped \{ \( are not groups
 
 
 def _is_unsafe(span: str) -> bool:
@@ -343,9 +350,9 @@ def _is_unsafe(span: str) -> bool:
 
 def _canon_text(s: str) -> str:
     """Whitespace- and delimiter-insensitive text, for spans we do not hand to sympy."""
-    s = _unwrap(s)
-    for token in ("\\left", "\\right", "\\!", "\\,", "\\;", "\\dfrac", "\\tfrac"):
-        s = s.replace(token, "\\frac" if token in ("\\dfrac", "\\tfrac") else "")
+    s = _unwrap(s).replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
+    for token in ("\\left", "\\right", "\\!", "\\,", "\\;"):
+        s = s.replace(token, "")
     return "".join(s.split())
 
 
@@ -391,16 +398,25 @@ def _parse_gold(gold: str):
     return mv.parse(_latex_input(gold), parsing_timeout=None)
 
 
+_PROSE_WORD = re.compile(r"(?<![\\a-zA-Z])[a-zA-Z]{2,}")  # a word, not a LaTeX command
+
+
+@lru_cache(maxsize=8192)
 def _math_verify_equal(pred: str, gold: str) -> bool:
-    """math-verify on the two spans, no time limit of its own (callers bound it)."""
+    """math-verify on the two spans, no time limit of its own (callers bound it). Cached: the completions
+    of one GRPO group often end in the same answer."""
     mv = _load_math_verify()
     gold_parsed = _parse_gold(gold)
     if not gold_parsed:
         return False
     pred_parsed = mv.parse(_latex_input(pred), parsing_timeout=None)
-    if not pred_parsed:
-        return False
-    return bool(mv.verify(gold_parsed, pred_parsed, timeout_seconds=None))
+    if pred_parsed and mv.verify(gold_parsed, pred_parsed, timeout_seconds=None):
+        return True
+    if _PROSE_WORD.search(pred):
+        # "Janet makes 18 dollars" read as LaTeX is a product of letters; as text math-verify finds the 18.
+        pred_parsed = mv.parse(pred, parsing_timeout=None)
+        return bool(pred_parsed) and bool(mv.verify(gold_parsed, pred_parsed, timeout_seconds=None))
+    return False
 
 
 def _bounded_math_verify(pred: str, gold: str, timeout_s: float) -> bool:
@@ -410,9 +426,7 @@ def _bounded_math_verify(pred: str, gold: str, timeout_s: float) -> bool:
     try:
         with _time_limit(timeout_s):
             return _math_verify_equal(pred, gold)
-    except _Deadline:
-        return False
-    except Exception:
+    except (_Deadline, Exception):
         return False
 
 
