@@ -123,5 +123,150 @@ def stage_cmd(
     raise typer.Exit(subprocess.call(cmd))
 
 
+
+# ------------------------------------------------------------------------------ orchestration: run, services, deploy
+
+services_app = typer.Typer(help="Local Prefect and MLflow servers (127.0.0.1; logs and pids in .services/).",
+                           no_args_is_help=True)
+app.add_typer(services_app, name="services")
+
+
+def _prefect_api_url() -> str | None:
+    import os
+
+    if os.environ.get("PREFECT_API_URL"):
+        return os.environ["PREFECT_API_URL"]
+    from prefect.settings import get_current_settings
+
+    url = get_current_settings().api.url
+    return str(url) if url else None
+
+
+@app.command("run")
+def run_cmd(
+    stages: Optional[str] = typer.Option(None, "--stages", help="Comma-separated subset of stages (default: all)."),
+    set_: Optional[List[str]] = SetOpt,
+    retries: int = typer.Option(2, help="Retries of a transiently failing stage (exponential backoff)."),
+    timeout: float = typer.Option(6 * 3600, help="Default per-stage timeout in seconds."),
+):
+    """Run the pipeline through the Prefect flow, in this process, on the current params.
+
+    Each stage runs as `dvc repro --single-item <stage>`; up-to-date stages are skipped. `--set` overrides are
+    validated, then written into params.yaml for the run (and kept, as `dvc exp run -S` does). With
+    PREFECT_API_URL set the run shows in that server's UI; without it Prefect starts a temporary one.
+    """
+    import os
+
+    from r1_pipeline import orchestration as orch
+
+    overrides = list(set_ or [])
+    # Everything that can be checked fails here, in seconds, before Prefect starts.
+    try:
+        graph = orch.stage_graph(".")
+        selected = graph.select([s.strip() for s in stages.split(",") if s.strip()] if stages else None)
+        cfg = load_config("params.yaml", overrides)
+        orch.check_prefect_api(_prefect_api_url())
+        tracking_uri = orch.resolve_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI") or cfg.project.mlflow_tracking_uri, ".")
+        orch.check_mlflow(tracking_uri)
+    except (orch.OrchestrationError, ConfigError) as exc:
+        _fail(str(exc))
+
+    from flows.r1_pipeline import PipelineFailed, r1_pipeline
+    from flows.pipeline import mlflow_ui_base, results_table
+
+    code = 0
+    try:
+        results = r1_pipeline(stages=selected if stages else None, overrides=overrides, retries=retries,
+                              default_timeout_s=timeout)
+    except PipelineFailed as exc:
+        results, code = exc.results, 1
+    except KeyboardInterrupt:
+        typer.echo("interrupted: the running stage's process tree was killed", err=True)
+        raise typer.Exit(130)
+    typer.echo("\n" + results_table(results))
+    prefect_url = _prefect_api_url()
+    typer.echo("\nPrefect UI: " + (prefect_url.rstrip("/").removesuffix("/api") if prefect_url
+                                  else "this run used a temporary server; `r1 services up` for a persistent UI"))
+    if tracking_uri.startswith("http"):
+        typer.echo(f"MLflow UI:  {mlflow_ui_base(tracking_uri)}")
+    else:
+        typer.echo(f"MLflow UI:  mlflow ui --backend-store-uri {tracking_uri}   (then http://127.0.0.1:5000)")
+    raise typer.Exit(code)
+
+
+@services_app.command("up")
+def services_up(
+    prefect_port: int = typer.Option(4200, help="Port of the Prefect server."),
+    mlflow_port: int = typer.Option(5000, help="Port of the MLflow server."),
+):
+    """Start `prefect server start` and `mlflow server` in the background; wait until both are healthy."""
+    from r1_pipeline import services
+
+    try:
+        running = services.up(".", prefect_port=prefect_port, mlflow_port=mlflow_port)
+    except RuntimeError as exc:
+        _fail(str(exc), code=1)
+    for svc in running:
+        typer.echo(f"{svc.name:8} {svc.ui_url}")
+    typer.echo("\nexport these (or `source .services/env`):\n" + services.env_lines(running), nl=False)
+
+
+@services_app.command("down")
+def services_down():
+    """Stop the servers started by `r1 services up` (whole process groups)."""
+    from r1_pipeline import services
+
+    stopped = services.down(".")
+    typer.echo(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+
+
+@services_app.command("status")
+def services_status():
+    """Show whether the servers are running and healthy (exit 1 when one is not)."""
+    from r1_pipeline import services
+
+    ok = True
+    for name, st in services.status(".").items():
+        if not st.get("running"):
+            typer.echo(f"{name:8} not running")
+            ok = False
+        else:
+            typer.echo(f"{name:8} pid {st['pid']}  {st['ui']}  {'healthy' if st['healthy'] else 'UNHEALTHY (' + st['detail'] + ')'}")
+            ok = ok and st["healthy"]
+    raise typer.Exit(0 if ok else 1)
+
+
+@app.command("deploy")
+def deploy_cmd(
+    name: str = typer.Option("local", "--name", "-n", help="Deployment in prefect.yaml to deploy."),
+    pool: str = typer.Option("local-process", help="Process work pool to create when missing (local deployment)."),
+):
+    """Register a prefect.yaml deployment with the Prefect server at PREFECT_API_URL (creating the work pool)."""
+    import os
+
+    from r1_pipeline import orchestration as orch
+
+    url = _prefect_api_url()
+    if not url:
+        _fail("PREFECT_API_URL is not set: deployments need a running server (`r1 services up`, then export it)")
+    try:
+        orch.check_prefect_api(url)
+    except orch.OrchestrationError as exc:
+        _fail(str(exc))
+    prefect = orch.bin_path("prefect")
+    env = orch.subprocess_env({"R1_PROJECT_ROOT": os.environ.get("R1_PROJECT_ROOT", str(Path.cwd().resolve()))})
+    if name == "local":
+        exists = subprocess.run([prefect, "work-pool", "inspect", pool], env=env, capture_output=True, text=True)
+        if exists.returncode != 0:
+            out = subprocess.run([prefect, "work-pool", "create", pool, "--type", "process"], env=env)
+            if out.returncode != 0:
+                raise typer.Exit(out.returncode)
+    code = subprocess.call([prefect, "--no-prompt", "deploy", "--name", name], env=env)
+    if code == 0:
+        typer.echo(f"\nnext: `prefect worker start --pool {pool}` (another terminal), then "
+                   f"`prefect deployment run r1-pipeline/{name} --watch`")
+    raise typer.Exit(code)
+
+
 if __name__ == "__main__":
     app()

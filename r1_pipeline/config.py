@@ -294,6 +294,10 @@ class GRPOConfig(TrainerConfig):
     reward_weights: list[float] = Field([1.0, 0.5], description="One weight per reward function.")
     use_vllm: bool = Field(False, description="Generate rollouts with vLLM (needs the `vllm` extra and a GPU).")
     vllm_mode: Literal["colocate", "server"] = Field("colocate", description="vLLM next to training or a server.")
+    vllm_server_host: str = Field(
+        "127.0.0.1", description="Host of the `trl vllm-serve` server (vllm_mode server; a node of its own on Slurm)."
+    )
+    vllm_server_port: int = Field(8000, ge=1, le=65535, description="Port of the `trl vllm-serve` server.")
     log_completions_steps: int = Field(
         25, ge=1, description="Log a table of sample completions to MLflow every N steps."
     )

@@ -1,19 +1,20 @@
-"""Readability filters of rejection sampling (R1: drop mixed-language, overlong, repetitive, unformatted CoT)."""
+"""Readability filters of rejection sampling (R1: drop mixed-language, overlong, repetitive, unformatted CoT).
+
+The format check and the <think> span are the format reward's own (r1_pipeline.rewards), so "readable"
+means the same thing in RL, rejection sampling and evaluation.
+"""
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 
 from r1_pipeline.config import RejectionConfig
-
-THINK_RE = re.compile(r"<think>(.*?)</think>", re.DOTALL)
-FORMAT_RE = re.compile(r"^\s*<think>.*?</think>\s*<answer>.*?</answer>\s*$", re.DOTALL)
+from r1_pipeline.rewards import has_format, think_span
 
 
 def think_text(completion: str) -> str | None:
-    m = THINK_RE.search(completion)
-    return m.group(1).strip() if m else None
+    span = think_span(completion)
+    return span.strip() if span is not None else None
 
 
 def repeated_ngram_fraction(text: str, n: int = 4) -> float:
@@ -32,7 +33,7 @@ def non_ascii_letter_fraction(text: str) -> float:
 
 def rejection_reason(completion: str, rc: RejectionConfig) -> str | None:
     """Why a (correct) completion is unreadable, or None when it passes every filter."""
-    if not FORMAT_RE.match(completion):
+    if not has_format(completion):
         return "format"
     if len(completion) > rc.max_completion_chars or len(think_text(completion) or "") < rc.min_think_chars:
         return "length"

@@ -103,6 +103,8 @@ def train_grpo(cfg: Config, section: GRPOConfig, stage: str, init_model) -> dict
         reward_weights=section.reward_weights,
         use_vllm=section.use_vllm,
         vllm_mode=section.vllm_mode,
+        **({"vllm_server_host": section.vllm_server_host, "vllm_server_port": section.vllm_server_port}
+           if section.use_vllm and section.vllm_mode == "server" else {}),
         log_completions=False,
     )
     model, tokenizer = load_model_and_tokenizer(init_model, resolve_device(cfg.project.device), cfg.project.precision)

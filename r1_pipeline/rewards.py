@@ -85,7 +85,7 @@ def _golds(kwargs: dict, n: int) -> list[Any]:
     return golds
 
 
-def _think_span(text: str) -> str | None:
+def think_span(text: str) -> str | None:
     """The reasoning inside the first <think>…</think> (to the end when never closed), else None."""
     start = text.find("<think>")
     if start < 0:
@@ -126,7 +126,7 @@ def accuracy_reward(completions, **kwargs) -> list[float | None]:
 _TAGS = ("<think>", "</think>", "<answer>", "</answer>")
 
 
-def _has_format(text: str) -> bool:
+def has_format(text: str) -> bool:
     # String methods, not one big regex: a lazy `.*?` pattern backtracks quadratically on adversarial text.
     body = text.strip()
     if not (body.startswith("<think>") and body.endswith("</answer>")):
@@ -146,7 +146,7 @@ def format_reward(completions, **kwargs) -> list[float]:
     Surrounding whitespace and newlines around the tags are optional: the tiny model's completions start
     directly with `<think>` and write `<answer>7</answer>` on one line.
     """
-    return [float(_has_format(t)) for t in _texts(completions)]
+    return [float(has_format(t)) for t in _texts(completions)]
 
 
 @register("tag_count")
@@ -166,7 +166,7 @@ def reasoning_steps_reward(completions, **kwargs) -> list[float]:
     <think> block, its non-empty lines when there are more of them (the tiny model writes one equation a line)."""
     rewards = []
     for text in _texts(completions):
-        think = _think_span(text)
+        think = think_span(text)
         steps = len(_STEP_MARKERS.findall(text if think is None else think))
         if think is not None:
             steps = max(steps, sum(1 for line in think.splitlines() if line.strip()))
@@ -309,7 +309,7 @@ class LanguageConsistency:
     def __call__(self, completions, **kwargs) -> list[float]:
         rewards = []
         for text in _texts(completions):
-            think = _think_span(text)
+            think = think_span(text)
             words = (text if think is None else think).split()
             rewards.append(sum(map(self.is_target_word, words)) / len(words) if words else 0.0)
         return rewards

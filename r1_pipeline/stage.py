@@ -68,13 +68,15 @@ def launch_command(cfg: Config, stage: str, argv: list[str]) -> list[str] | None
     if section.accelerate_config:
         config = Path(section.accelerate_config)
     elif resolve_device(cfg.project.device) == "cpu":
-        config = infra / "accelerate" / "cpu_zero2.yaml"
+        config = infra / "accelerate" / "cpu_zero2.yaml"  # without deepspeed: --cpu below makes it plain DDP
     else:
-        config = infra / "accelerate" / f"multi_gpu_{section.deepspeed if section.deepspeed != 'none' else 'zero2'}.yaml"
+        config = infra / "accelerate" / ("multi_gpu.yaml" if section.deepspeed == "none" else f"multi_gpu_{section.deepspeed}.yaml")
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
            "--num_processes", str(section.num_processes)]
     if section.deepspeed != "none":
         cmd += ["--use_deepspeed", "--deepspeed_config_file", str(infra / "deepspeed" / f"{section.deepspeed}.json")]
+    elif resolve_device(cfg.project.device) == "cpu":
+        cmd += ["--cpu"]
     return cmd + ["-m", f"tasks.{stage}", *argv]
 
 

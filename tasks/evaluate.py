@@ -7,14 +7,14 @@ sample) keeps the text, the extracted answer and the verdict, so any metric can 
 
 from __future__ import annotations
 
-from r1_pipeline import paths, tracking
+from r1_pipeline import paths, registry, tracking
 from r1_pipeline.chat import prompt_messages
 from r1_pipeline.config import Config
-from r1_pipeline.filters import FORMAT_RE
 from r1_pipeline.generation import get_backend
 from r1_pipeline.io import read_jsonl, write_json, write_jsonl
 from r1_pipeline.metrics import summarize
 from r1_pipeline.modeling import resolve_device
+from r1_pipeline.rewards import has_format
 from r1_pipeline.stage import StageError, main_for, require
 from r1_pipeline.training import is_skipped
 from r1_pipeline.verify import extract_answer, verify
@@ -37,15 +37,18 @@ def evaluate_model(cfg: Config, name: str, eval_sets: dict[str, list[dict]]) -> 
                 rows.append({
                     "model": name, "benchmark": bench, "problem_id": p["id"], "sample_idx": i, "gold": p["answer"],
                     "text": s.text, "extracted": extracted, "correct": verify(extracted, p["answer"]),
-                    "format_ok": bool(FORMAT_RE.match(s.text)), "num_tokens": s.num_tokens, "finished": s.finished,
+                    "format_ok": has_format(s.text), "num_tokens": s.num_tokens, "finished": s.finished,
                 })
         summary = summarize(rows)
+        k = summary["k"]
+        # name the metrics with their k, as papers report them (cons@64, pass@8)
+        summary[f"cons@{k}"], summary[f"pass@{k}"] = summary.pop("cons@k"), summary.pop("pass@k")
         summary["format_rate"] = sum(r["format_ok"] for r in rows) / len(rows)
         summary["mean_tokens"] = sum(r["num_tokens"] for r in rows) / len(rows)
         metrics[bench] = summary
         records.extend(rows)
         print(f"evaluate: {name:>18} {bench:<16} pass@1 {100 * summary['pass@1']:5.1f} ± {100 * summary['pass@1_stderr']:.1f}"
-              f"  cons@{e.num_samples} {100 * summary[f'cons@{e.num_samples}'] if f'cons@{e.num_samples}' in summary else float('nan'):5.1f}"
+              f"  cons@{k} {100 * summary[f'cons@{k}']:5.1f}"
               f"  format {100 * summary['format_rate']:5.1f}")
     return records, metrics
 
@@ -72,6 +75,8 @@ def run(cfg: Config) -> dict:
             for key, value in summary.items():
                 if isinstance(value, (int, float)):
                     flat[f"{model}.{bench}.{key}"] = value
+    # The final models (grpo, distill) into the MLflow Model Registry; `champion` moves only on a better pass@1.
+    registry.register_models(metrics, primary_benchmark=cfg.data.eval_sets[0].name if cfg.data.eval_sets else None)
     return flat
 
 

@@ -136,7 +136,8 @@ def test_broken_accelerate_configs_are_rejected(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="deepspeed_config_file"):
         deepspeed_plugin_from(env, monkeypatch)
 
-    missing = dict(good, deepspeed_config={**good["deepspeed_config"], "deepspeed_config_file": "infra/deepspeed/nope.json"})
+    missing_ds = {**good["deepspeed_config"], "deepspeed_config_file": "infra/deepspeed/nope.json"}
+    missing = dict(good, deepspeed_config=missing_ds)
     p4 = tmp_path / "missing.yaml"
     p4.write_text(yaml.safe_dump(missing))
     _, env = launch_environment(p4, monkeypatch)
@@ -179,7 +180,8 @@ def deepspeed_parse(config: dict):
     ds_config = require_module("deepspeed.runtime.config", "deepspeed")
     # DeepSpeedConfig checks train_batch_size = micro * grad_acc * world_size with the current world size (1
     # without torch.distributed): check the 8-GPU arithmetic, then parse the per-GPU view.
-    single = dict(config, train_batch_size=config["train_micro_batch_size_per_gpu"] * config["gradient_accumulation_steps"])
+    per_gpu = config["train_micro_batch_size_per_gpu"] * config["gradient_accumulation_steps"]
+    single = dict(config, train_batch_size=per_gpu)
     return ds_config.DeepSpeedConfig(single)
 
 
@@ -241,3 +243,24 @@ def test_params_names_resolve_to_files():
     for name in ("zero2", "zero3"):
         assert (DS_DIR / f"{name}.json").is_file()
     assert os.path.isfile(ACCEL_DIR / "cpu_zero2.yaml")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ds_json", ["zero2.json", "zero3.json"])
+def test_smoke_train_through_cpu_deepspeed(ds_json, tmp_path):
+    """End to end: `accelerate launch` with cpu_zero2.yaml and each DeepSpeed JSON trains the tiny model on 2 CPU
+    processes (gloo) and saves it (ZeRO-3 gathers its shards). About 2-3 minutes on 2 cores."""
+    require_module("deepspeed")
+    require_module("accelerate")
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "infra/accelerate/cpu_zero2.yaml",
+           "--deepspeed_config_file", f"infra/deepspeed/{ds_json}",
+           "infra/accelerate/smoke_train.py", "--output-dir", str(tmp_path)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    stage = "3" if "zero3" in ds_json else "2"
+    assert f"distributed_type=DEEPSPEED zero_stage={stage} backend=gloo" in res.stdout
+    assert (tmp_path / "model.safetensors").is_file()

@@ -1,0 +1,447 @@
+"""Prefect flow `r1-pipeline`: the DVC stages in DVC's order, one Prefect task per stage.
+
+DVC owns the graph (the order comes from `dvc dag`), Prefect owns execution, MLflow owns run history:
+
+- each stage runs as `dvc repro --single-item <stage>` in a process group of its own, with a timeout, its output
+  streamed line by line to the Prefect logger; cancellation (Ctrl-C, `prefect flow-run cancel`) and timeouts
+  kill the whole process tree;
+- a stage that is up to date (`dvc status`) is reported `skipped` and costs nothing; one that DVC finds
+  unchanged after all (or restores from its run cache) is reported `skipped` too;
+- transient failures are retried with exponential backoff; a stage that exits 2 (invalid params or a missing
+  input: `r1_pipeline.stage.run_stage`), a timeout, or a DVC error outside the stage's command is not;
+- one slot on a global concurrency limit `r1-workspace-<host>-<checkout hash>` for the whole run (one pipeline
+  per checkout at a time: DVC's outputs, params.yaml and dvc.lock are shared state), and `gpu_slots[stage]`
+  slots on `r1-gpu-<host>` around each GPU stage; both limits are created when missing;
+- one MLflow parent run per pipeline run and one child run per stage attempt, created here and handed to the
+  stage as MLFLOW_RUN_ID (with a matching MLFLOW_EXPERIMENT_NAME); the stage's own tracking code logs into it
+  and the flow ends it FINISHED/FAILED/KILLED from the exit status;
+- overrides (`key=value`) are validated by the params schema first, then written into params.yaml for the
+  run and kept there, as `dvc exp run -S` does: params.yaml, dvc.lock and the outputs then all describe the
+  same run. The overrides and the params hash go to the MLflow parent run and to a Prefect artifact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_link_artifact, create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.concurrency.sync import concurrency
+from prefect.tasks import exponential_backoff
+
+from r1_pipeline import orchestration as orch
+from r1_pipeline.config import ConfigError, load_config
+
+FLOW_NAME = "r1-pipeline"
+DEFAULT_TIMEOUT_S = 6 * 3600.0
+# A DVC error that says nothing about the stage command: retrying cannot help, except for DVC's own lock.
+_TRANSIENT_DVC = re.compile(r"Unable to acquire lock|Resource temporarily unavailable|database is locked")
+_EXIT_CODE = re.compile(r"exited with (-?\d+)")
+
+
+class StageFailed(RuntimeError):
+    """A stage failed in a way that may not happen again (a crash, OOM kill, a lost server): retried."""
+
+    def __init__(self, message: str, result: dict[str, Any]):
+        super().__init__(message)
+        self.result = result
+
+
+class PermanentStageFailure(StageFailed):
+    """Invalid params or missing input (exit code 2), a timeout, a DVC error: retrying would fail the same way."""
+
+
+class PipelineFailed(RuntimeError):
+    def __init__(self, message: str, results: list[dict[str, Any]]):
+        super().__init__(message)
+        self.results = results
+
+
+def _retry_transient(task, task_run, state) -> bool:  # noqa: ARG001 (Prefect's retry_condition_fn signature)
+    exc = state.data
+    return isinstance(exc, StageFailed) and not isinstance(exc, PermanentStageFailure)
+
+
+# ------------------------------------------------------------------------------------------------- MLflow
+
+
+def mlflow_run_url(ui_base: str, experiment_id: str, run_id: str) -> str:
+    return f"{ui_base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def mlflow_ui_base(tracking_uri: str) -> str:
+    """Where a browser finds the runs: the tracking server itself, else a local `mlflow ui` (default port)."""
+    if tracking_uri.startswith(("http://", "https://")):
+        return tracking_uri.rstrip("/")
+    return os.environ.get("R1_MLFLOW_UI_URL", "http://127.0.0.1:5000")
+
+
+# -------------------------------------------------------------------------------------------- concurrency
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "host"
+
+
+def workspace_limit_name(root: Path) -> str:
+    """`r1-workspace-<host>-<hash of the checkout path>`: one pipeline at a time per checkout (DVC outputs,
+    params.yaml and dvc.lock are shared state), while other checkouts (other users, other pods) run freely."""
+    import hashlib
+    import socket
+
+    return f"r1-workspace-{_slug(socket.gethostname())}-{hashlib.sha1(str(root).encode()).hexdigest()[:8]}"
+
+
+def gpu_limit_name() -> str:
+    """`r1-gpu-<host>`: the GPUs of one machine; set its limit to the GPU count (`prefect gcl update`)."""
+    import socket
+
+    return f"r1-gpu-{_slug(socket.gethostname())}"
+
+
+def ensure_concurrency_limit(name: str, limit: int, at_least: int | None = None) -> int:
+    """Create the global concurrency limit when missing; return its limit (error when below `at_least`)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            current = client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            try:
+                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=limit))
+            except ObjectAlreadyExists:
+                pass
+            current = client.read_global_concurrency_limit_by_name(name)
+    if at_least is not None and current.limit < at_least:
+        raise orch.OrchestrationError(
+            f"global concurrency limit {name!r} has {current.limit} slot(s) but a stage asks for {at_least}: "
+            f"`prefect gcl update {name} --limit <number of GPUs>`"
+        )
+    return current.limit
+
+
+# ------------------------------------------------------------------------------------------------ the task
+
+
+@task(name="dvc-stage", cache_policy=NO_CACHE, persist_result=False, retry_condition_fn=_retry_transient)
+def run_dvc_stage(stage: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """`dvc repro --single-item <stage>` in its own process group, into a fresh MLflow child run."""
+    from mlflow import MlflowClient
+    from prefect.runtime import flow_run, task_run
+
+    logger = get_run_logger()
+    client = MlflowClient(spec["tracking_uri"])
+    attempt = task_run.get_run_count() or 1
+    child = client.create_run(
+        spec["experiment_id"],
+        run_name=stage,
+        tags={
+            "mlflow.parentRunId": spec["parent_run_id"],
+            "r1.stage": stage,
+            "r1.attempt": str(attempt),
+            "prefect.flow_run_id": str(flow_run.get_id() or ""),
+            "prefect.task_run_id": str(task_run.get_id() or ""),
+        },
+    )
+    run_id = child.info.run_id
+    url = mlflow_run_url(spec["ui_base"], spec["experiment_id"], run_id)
+    env = orch.subprocess_env({
+        **orch.fail_fast_mlflow_client_env(),
+        "MLFLOW_TRACKING_URI": spec["tracking_uri"],
+        "MLFLOW_EXPERIMENT_NAME": spec["experiment"],
+        "MLFLOW_RUN_ID": run_id,
+        "PREFECT__FLOW_RUN_ID": str(flow_run.get_id() or ""),
+        "R1_PIPELINE_RUN": spec["parent_run_id"],
+    })
+    cmd = [orch.bin_path("dvc"), "repro", "--single-item", stage]
+    timeout = spec["timeout_s"]
+    logger.info("%s: %s (timeout %.0fs, attempt %d, MLflow run %s)", stage, " ".join(cmd[1:]), timeout, attempt, url)
+    markers: list[str] = []
+
+    def on_line(line: str) -> None:
+        if line.startswith(("Running stage", "Stage '", "ERROR")) or "exited with" in line:
+            markers.append(line)
+        logger.info("[%s] %s", stage, line)
+
+    result = {"stage": stage, "run_id": run_id, "run_url": url, "attempts": attempt}
+    try:
+        if spec["gpu_slots"] > 0:
+            with concurrency(spec["gpu_limit"], occupy=spec["gpu_slots"], strict=True):
+                proc = orch.run_in_process_group(cmd, spec["project_dir"], env, timeout, on_line, spec["kill_grace_s"])
+        else:
+            proc = orch.run_in_process_group(cmd, spec["project_dir"], env, timeout, on_line, spec["kill_grace_s"])
+    except BaseException:
+        # Cancelled (Prefect's TerminationSignal, Ctrl-C): the process group is already gone.
+        client.set_tag(run_id, "r1.status", "killed")
+        client.set_terminated(run_id, "KILLED")
+        raise
+    result["seconds"] = round(proc.seconds, 1)
+    if proc.timed_out:
+        client.set_tag(run_id, "r1.status", "timeout")
+        client.set_terminated(run_id, "FAILED")
+        raise PermanentStageFailure(f"stage {stage} timed out after {timeout:.0f}s (process tree killed)",
+                                    {**result, "status": "failed", "error": "timeout"})
+    if proc.returncode != 0:
+        text = "\n".join(markers)
+        m = _EXIT_CODE.search(text)
+        code = int(m.group(1)) if m else None
+        client.set_tag(run_id, "r1.status", "failed")
+        client.set_tag(run_id, "r1.exit_code", str(code if code is not None else proc.returncode))
+        client.set_terminated(run_id, "FAILED")
+        last = "\n".join(proc.tail[-15:])
+        info = {**result, "status": "failed", "error": f"exit {code if code is not None else proc.returncode}"}
+        if code == 2:
+            raise PermanentStageFailure(f"stage {stage} exited 2 (invalid params or missing input; not retried):\n{last}", info)
+        if code is None and not _TRANSIENT_DVC.search(last):
+            raise PermanentStageFailure(f"dvc repro {stage} failed (exit {proc.returncode}; not retried):\n{last}", info)
+        raise StageFailed(f"stage {stage} failed (exit {code if code is not None else proc.returncode}):\n{last}", info)
+    outcome = orch.repro_outcome(markers, stage)
+    if outcome in ("skipped", "cached"):
+        # DVC found nothing to do (or restored the outputs from its run cache): no stage process ran.
+        client.delete_run(run_id)
+        return {**result, "status": "skipped", "note": "restored from DVC run cache" if outcome == "cached" else "unchanged",
+                "run_id": None, "run_url": None}
+    client.set_tag(run_id, "r1.status", "ran")
+    client.set_terminated(run_id, "FINISHED")
+    return {**result, "status": "ran"}
+
+
+# ------------------------------------------------------------------------------------------------ the flow
+
+
+def results_markdown(results: list[dict[str, Any]], parent_url: str | None) -> str:
+    lines = ["# r1-pipeline stage results", ""]
+    if parent_url:
+        lines += [f"MLflow parent run: [{parent_url}]({parent_url})", ""]
+    lines += ["| stage | status | seconds | attempts | MLflow run | note |", "|---|---|---|---|---|---|"]
+    for r in results:
+        link = f"[{r['run_id'][:8]}]({r['run_url']})" if r.get("run_url") else "–"
+        secs = f"{r['seconds']:.1f}" if r.get("seconds") is not None else "–"
+        lines.append(f"| {r['stage']} | {r['status']} | {secs} | {r.get('attempts', '–')} | {link} | {r.get('note') or r.get('error') or ''} |")
+    return "\n".join(lines) + "\n"
+
+
+def results_table(results: list[dict[str, Any]]) -> str:
+    """Plain-text table for a terminal."""
+    rows = [("stage", "status", "seconds", "MLflow run")]
+    for r in results:
+        why = r.get("note") or r.get("error")
+        rows.append((r["stage"], r["status"] + (f" ({why})" if why else ""),
+                     f"{r['seconds']:.1f}" if r.get("seconds") is not None else "-", r.get("run_url") or "-"))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
+
+
+def _git_commit(project_dir: Path) -> str:
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project_dir, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+
+
+@flow(name=FLOW_NAME, log_prints=True)
+def r1_pipeline(
+    stages: list[str] | None = None,
+    overrides: list[str] | None = None,
+    gpu_slots: dict[str, int] | None = None,
+    timeouts: dict[str, float] | None = None,
+    default_timeout_s: float = DEFAULT_TIMEOUT_S,
+    retries: int = 2,
+    retry_delay_s: float = 30.0,
+    kill_grace_s: float = 10.0,
+    workspace_wait_s: float | None = None,
+    project_dir: str | None = None,
+    workspace_limit: str | None = None,
+    gpu_limit: str | None = None,
+) -> list[dict[str, Any]]:
+    """Run the DVC pipeline stage by stage.
+
+    Args:
+        stages: a subset of stages to run (in pipeline order); None runs every stage. Each selected stage runs
+            with `--single-item`: stages outside the subset are not brought up to date.
+        overrides: `key.path=value` params overrides for this run, written into params.yaml (see module doc).
+        gpu_slots: GPU slots per stage on the `r1-gpu` concurrency limit ({} on CPU).
+        timeouts: seconds per stage; stages not listed get `default_timeout_s`.
+        retries: retries of a transiently failing stage, after `retry_delay_s`, then doubling.
+        kill_grace_s: seconds between SIGTERM and SIGKILL when a stage's process tree is killed.
+        workspace_wait_s: how long to wait for the workspace slot (None: as long as it takes).
+        project_dir: the checkout to run in (default: the working directory).
+        workspace_limit: name of the one-slot global concurrency limit held for the whole run
+            (default `r1-workspace-<host>-<hash of the checkout path>`).
+        gpu_limit: name of the GPU-slots limit (default `r1-gpu-<host>`; created with as many slots as the
+            largest gpu_slots value when missing: set it to the GPU count with `prefect gcl update`).
+    """
+    logger = get_run_logger()
+    started = time.time()
+    root = Path(project_dir or os.getcwd()).resolve()
+    overrides = list(overrides or [])
+    gpu_slots = {k: int(v) for k, v in (gpu_slots or {}).items()}
+    timeouts = dict(timeouts or {})
+
+    # 1. Everything that can be wrong with the request fails here, before anything runs or is written.
+    graph = orch.stage_graph(root)
+    selected = graph.select(stages)
+    graph.check_keys(timeouts, "timeouts")
+    graph.check_keys(gpu_slots, "gpu_slots")
+    params_path = root / "params.yaml"
+    try:
+        cfg = load_config(params_path, overrides)
+    except ConfigError as exc:
+        raise ConfigError(f"invalid params or overrides (params.yaml left untouched):\n{exc}") from None
+    tracking_uri = orch.resolve_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI") or cfg.project.mlflow_tracking_uri, root)
+    orch.check_mlflow(tracking_uri)
+    for key, value in orch.fail_fast_mlflow_client_env().items():
+        os.environ.setdefault(key, value)
+    experiment = os.environ.get("MLFLOW_EXPERIMENT_NAME") or cfg.project.mlflow_experiment
+    workspace_limit = workspace_limit or workspace_limit_name(root)
+    gpu_limit = gpu_limit or gpu_limit_name()
+    ensure_concurrency_limit(workspace_limit, 1)
+    if any(gpu_slots.get(s, 0) > 0 for s in selected):
+        need = max(gpu_slots.get(s, 0) for s in selected)
+        ensure_concurrency_limit(gpu_limit, need, at_least=need)
+
+    logger.info("stages (from dvc dag): %s; running: %s", " -> ".join(graph.order), ", ".join(selected))
+    logger.info("waiting for the workspace slot %r", workspace_limit)
+    with concurrency(workspace_limit, occupy=1, strict=True, timeout_seconds=workspace_wait_s):
+        return _run_locked(root, graph, selected, overrides, gpu_slots, timeouts, default_timeout_s, retries,
+                           retry_delay_s, kill_grace_s, tracking_uri, experiment, params_path, started, gpu_limit)
+
+
+def _run_locked(root, graph, selected, overrides, gpu_slots, timeouts, default_timeout_s, retries, retry_delay_s,
+                kill_grace_s, tracking_uri, experiment, params_path, started, gpu_limit) -> list[dict[str, Any]]:
+    from mlflow import MlflowClient
+    from prefect.runtime import flow_run
+
+    logger = get_run_logger()
+    # 2. The overrides go into params.yaml (validated again, now that this run owns the workspace).
+    lock_before = orch.sha256_file(root / "dvc.lock") or "none"
+    if orch.apply_param_overrides(params_path, overrides):
+        logger.info("params.yaml: applied overrides %s", " ".join(overrides))
+    params_sha = orch.sha256_file(params_path) or "none"
+
+    # 3. The MLflow parent run.
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is not None:
+        experiment_id = exp.experiment_id
+    elif tracking_uri.startswith(("http://", "https://")):
+        experiment_id = client.create_experiment(experiment)  # the server decides where artifacts go
+    else:
+        # A local store: artifacts next to it in the project (./mlruns), whatever this process's cwd is.
+        experiment_id = client.create_experiment(experiment, artifact_location=(root / "mlruns" / experiment).as_uri())
+    flow_run_id = str(flow_run.get_id() or "")
+    ui_base = mlflow_ui_base(tracking_uri)
+    profile = orch.params_profile(params_path) or "custom"
+    commit = _git_commit(root)
+    tags = {
+        "r1.pipeline": "parent",
+        "git.commit": commit,
+        "dvc.params_sha256": params_sha,
+        "dvc.lock_sha256": lock_before,
+        "prefect.flow_run_id": flow_run_id,
+        "prefect.flow_run_name": str(flow_run.get_name() or ""),
+        "r1.profile": profile,
+        "r1.overrides": json.dumps(overrides),
+        "r1.stages": ",".join(selected),
+    }
+    if flow_run.get_flow_run_ui_url():
+        tags["prefect.flow_run_url"] = str(flow_run.get_flow_run_ui_url())
+    parent = client.create_run(experiment_id, run_name=f"pipeline {flow_run.get_name() or ''}".strip(), tags=tags)
+    parent_id = parent.info.run_id
+    parent_url = mlflow_run_url(ui_base, experiment_id, parent_id)
+    client.log_param(parent_id, "pipeline.stages", ",".join(selected))
+    client.log_param(parent_id, "pipeline.profile", profile)
+    for item in overrides:
+        key, value = item.split("=", 1)
+        client.log_param(parent_id, f"override.{key.strip()}", value[:6000])
+    create_link_artifact(parent_url, link_text=f"MLflow parent run {parent_id}", key="r1-mlflow-run",
+                         description="The MLflow parent run of this pipeline run (one child run per stage).")
+    create_markdown_artifact(
+        "\n".join([
+            "# r1-pipeline run parameters", "",
+            f"- profile: `{profile}`",
+            f"- overrides: {', '.join(f'`{o}`' for o in overrides) or 'none'}",
+            f"- params.yaml sha256: `{params_sha}`",
+            f"- git commit: `{commit}`",
+            f"- dvc.lock sha256 before the run: `{lock_before}`",
+            f"- stages: {', '.join(selected)}",
+            f"- MLflow parent run: [{parent_id}]({parent_url})",
+            "",
+            "Reproduce: `git checkout " + commit + "` then `r1 run" + "".join(f" --set {o}" for o in overrides)
+            + (f" --stages {','.join(selected)}" if len(selected) < len(graph.order) else "") + "` "
+            "(or `dvc exp run" + "".join(f" -S {o}" for o in overrides) + "`).",
+        ]) + "\n",
+        key="r1-run-params", description="Profile, overrides and hashes that reproduce this run.",
+    )
+    logger.info("MLflow parent run: %s", parent_url)
+
+    # 4. The stages. Up to date at the start and no direct upstream ran: skipped without calling DVC.
+    status = orch.dvc_status(root)
+    results: list[dict[str, Any]] = []
+    ran: set[str] = set()
+    failure: StageFailed | None = None
+    final_status = "FAILED"
+    try:
+        for stage in selected:
+            if failure is not None:
+                results.append({"stage": stage, "status": "not run", "note": f"{failure.result['stage']} failed"})
+                continue
+            if stage not in status and not (graph.upstream.get(stage, set()) & ran):
+                logger.info("%s: up to date (dvc status), skipped", stage)
+                results.append({"stage": stage, "status": "skipped", "seconds": 0.0, "note": "up to date"})
+                continue
+            spec = {
+                "project_dir": str(root), "tracking_uri": tracking_uri, "experiment": experiment,
+                "experiment_id": experiment_id, "parent_run_id": parent_id, "ui_base": ui_base,
+                "timeout_s": float(timeouts.get(stage, default_timeout_s)), "gpu_slots": gpu_slots.get(stage, 0),
+                "kill_grace_s": kill_grace_s, "gpu_limit": gpu_limit,
+            }
+            task_fn = run_dvc_stage.with_options(
+                task_run_name=stage, retries=retries,
+                retry_delay_seconds=exponential_backoff(retry_delay_s)(retries) if retries else 0,
+            )
+            try:
+                res = task_fn(stage, spec)
+            except StageFailed as exc:
+                failure = exc
+                results.append(exc.result)
+                logger.error("%s", exc)
+                continue
+            results.append(res)
+            if res["status"] == "ran":
+                ran.add(stage)
+        final_status = "FAILED" if failure else "FINISHED"
+    except BaseException:
+        final_status = "KILLED"
+        done = {r["stage"] for r in results}
+        results += [{"stage": s, "status": "cancelled"} for s in selected if s not in done]
+        raise
+    finally:
+        try:
+            client.set_tag(parent_id, "dvc.lock_sha256.end", orch.sha256_file(root / "dvc.lock") or "none")
+            client.log_metric(parent_id, "pipeline_seconds", time.time() - started)
+            client.log_metric(parent_id, "stages_ran", sum(r["status"] == "ran" for r in results))
+            client.log_metric(parent_id, "stages_skipped", sum(r["status"] == "skipped" for r in results))
+            for path in (params_path, root / "dvc.lock"):
+                if path.exists():
+                    client.log_artifact(parent_id, str(path))
+            client.set_terminated(parent_id, final_status)
+            create_markdown_artifact(results_markdown(results, parent_url), key="r1-stage-results",
+                                     description="Per-stage status, time and MLflow child run.")
+        except Exception as exc:  # never hide the run's own outcome behind a reporting error
+            logger.warning("could not finish the MLflow parent run / artifacts: %s", exc)
+    logger.info("stage results:\n%s", results_table(results))
+    if failure is not None:
+        raise PipelineFailed(f"{failure}\n\n{results_table(results)}", results)
+    return results

@@ -1,0 +1,471 @@
+"""What the Prefect flow needs around DVC, subprocesses and services; no Prefect import here.
+
+- The stage graph comes from DVC (`dvc dag --dot`): the flow never declares it a second time.
+- A stage runs as `dvc repro --single-item <stage>` in a process group of its own (start_new_session), so a
+  timeout, Ctrl-C or a Prefect cancellation can kill the whole tree (dvc -> sh -> python -> dataloader workers)
+  with one `os.killpg`, and a terminal's Ctrl-C never reaches the training directly.
+- Servers are checked with one short HTTP request before anything runs: MLflow's and Prefect's clients retry
+  for minutes by default, which looks like a hang.
+- Overrides are validated with the project's config schema before params.yaml is touched.
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import os
+import queue
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import yaml
+
+from r1_pipeline.config import ConfigError, apply_overrides, load_config, load_yaml
+from r1_pipeline.io import write_text
+
+
+class OrchestrationError(RuntimeError):
+    """A problem the user must fix before the pipeline can run (bad stage name, server down, ...)."""
+
+
+class UnknownStageError(OrchestrationError, ValueError):
+    pass
+
+
+class ServiceUnreachable(OrchestrationError):
+    pass
+
+
+# --------------------------------------------------------------------------------------------- the DVC graph
+
+
+def bin_path(name: str) -> str:
+    """An executable of this environment (next to the running interpreter), else from PATH.
+
+    A Prefect worker started as `.venv/bin/prefect worker start` runs flows with the venv's Python but a PATH
+    that may not include the venv: `dvc` and the stages' `python` must still be the venv's.
+    """
+    local = Path(sys.executable).parent / name
+    if local.exists():
+        return str(local)
+    found = shutil.which(name)
+    if not found:
+        raise OrchestrationError(f"`{name}` not found next to {sys.executable} nor on PATH")
+    return found
+
+
+def subprocess_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a stage: this interpreter's bin dir first on PATH (so `python -m tasks.x` in
+    dvc.yaml is this environment's Python), unbuffered output (lines reach the log as they are printed)."""
+    env = dict(os.environ)
+    bindir = str(Path(sys.executable).parent)
+    env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra or {})
+    return env
+
+
+@dataclass
+class StageGraph:
+    order: list[str]  # a topological order (ties broken by the order dvc lists the stages: dvc.yaml's)
+    upstream: dict[str, set[str]] = field(default_factory=dict)  # direct dependencies of each stage
+
+    def select(self, requested: Iterable[str] | None) -> list[str]:
+        """The requested stages in pipeline order; all when None/empty. Unknown names: one clear error."""
+        if not requested:
+            return list(self.order)
+        requested = list(requested)
+        unknown = [s for s in requested if s not in self.order]
+        if unknown:
+            raise UnknownStageError(
+                f"unknown stage{'s' if len(unknown) > 1 else ''} {', '.join(repr(s) for s in unknown)}; "
+                f"valid stages (from dvc.yaml): {', '.join(self.order)}"
+            )
+        return [s for s in self.order if s in set(requested)]
+
+    def check_keys(self, mapping: dict | None, what: str) -> None:
+        unknown = sorted(set(mapping or {}) - set(self.order))
+        if unknown:
+            raise UnknownStageError(f"{what}: unknown stage(s) {', '.join(unknown)}; valid stages: {', '.join(self.order)}")
+
+
+_DOT_NODE = re.compile(r'^\s*"([^"]+)";\s*$')
+_DOT_EDGE = re.compile(r'^\s*"([^"]+)"\s*->\s*"([^"]+)";\s*$')
+
+
+def parse_dag_dot(text: str) -> StageGraph:
+    """Parse `dvc dag --dot` (edges point from a stage to the stages that depend on it)."""
+    nodes: list[str] = []
+    upstream: dict[str, set[str]] = {}
+    for line in text.splitlines():
+        if m := _DOT_EDGE.match(line):
+            src, dst = m.groups()
+            for n in (src, dst):
+                if n not in upstream:
+                    nodes.append(n)
+                    upstream[n] = set()
+            upstream[dst].add(src)
+        elif m := _DOT_NODE.match(line):
+            if m.group(1) not in upstream:
+                nodes.append(m.group(1))
+                upstream[m.group(1)] = set()
+    # Kahn's algorithm, always taking the earliest-listed ready stage: deterministic and close to dvc.yaml.
+    order, done = [], set()
+    while len(order) < len(nodes):
+        ready = [n for n in nodes if n not in done and upstream[n] <= done]
+        if not ready:
+            raise OrchestrationError(f"dvc dag has a cycle among {sorted(set(nodes) - done)}")
+        order.append(ready[0])
+        done.add(ready[0])
+    return StageGraph(order=order, upstream=upstream)
+
+
+def run_dvc(args: list[str], cwd: str | Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(
+            [bin_path("dvc"), *args], cwd=cwd, env=subprocess_env(), capture_output=True, text=True, timeout=timeout
+        )
+    except subprocess.TimeoutExpired:
+        raise OrchestrationError(f"`dvc {' '.join(args)}` in {cwd} took more than {timeout:.0f}s") from None
+
+
+def stage_graph(project_dir: str | Path) -> StageGraph:
+    """The pipeline's stages and their order, as DVC sees them in `project_dir`."""
+    if not (Path(project_dir) / "dvc.yaml").exists():
+        raise OrchestrationError(f"{Path(project_dir).resolve()}: no dvc.yaml here (run from the project root)")
+    out = run_dvc(["dag", "--dot"], project_dir)
+    if out.returncode != 0:
+        raise OrchestrationError(f"`dvc dag` failed in {project_dir}:\n{(out.stderr or out.stdout).strip()}")
+    graph = parse_dag_dot(out.stdout)
+    if not graph.order:
+        raise OrchestrationError(f"`dvc dag` in {project_dir} lists no stages")
+    return graph
+
+
+def dvc_status(project_dir: str | Path) -> dict[str, list]:
+    """`dvc status --json`: the stages whose deps, params or outs differ from dvc.lock (all others are up to date)."""
+    out = run_dvc(["status", "--json"], project_dir)
+    if out.returncode != 0:
+        raise OrchestrationError(f"`dvc status` failed in {project_dir}:\n{(out.stderr or out.stdout).strip()}")
+    import json
+
+    text = out.stdout.strip()
+    return json.loads(text) if text else {}
+
+
+_RAN = re.compile(r"^Running stage '([^']+)':")
+_SKIPPED = re.compile(r"^Stage '([^']+)' didn't change, skipping")
+_CACHED = re.compile(r"^Stage '([^']+)' is cached - skipping run")
+
+
+def repro_outcome(lines: Iterable[str], stage: str) -> str:
+    """What `dvc repro --single-item <stage>` did, from its output: ran, skipped (up to date) or cached
+    (outputs restored from DVC's run cache: the same command, deps and params ran before)."""
+    rank = {"unknown": 0, "skipped": 1, "cached": 2, "ran": 3}
+    outcome = "unknown"
+    for line in lines:
+        for pattern, name in ((_RAN, "ran"), (_SKIPPED, "skipped"), (_CACHED, "cached")):
+            m = pattern.match(line.strip())
+            if m and m.group(1).split(":")[-1] == stage and rank[name] > rank[outcome]:
+                outcome = name
+    return outcome
+
+
+# ------------------------------------------------------------------------------- a stage in its own process group
+
+_LIVE_GROUPS: set[int] = set()
+_LIVE_LOCK = threading.Lock()
+
+
+def kill_process_group(pgid: int, grace_s: float = 10.0, proc: subprocess.Popen | None = None) -> None:
+    """SIGTERM the whole group, give it `grace_s` to exit (trainers flush, DVC releases its lock), then SIGKILL."""
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        if proc is not None:
+            proc.poll()  # reap the leader, else its zombie keeps the group "alive"
+        if not _group_alive(pgid):
+            if proc is not None:
+                try:
+                    proc.wait(timeout=2)  # reap the leader's zombie
+                except subprocess.TimeoutExpired:
+                    pass
+            return
+        time.sleep(0.1)
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    if proc is not None:
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # Only zombies left (children of a dead leader are reparented to init, which reaps them quickly)?
+    proc_dir = Path("/proc")
+    if proc_dir.exists():
+        for stat in proc_dir.glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                return True
+        return False
+    return True
+
+
+def _kill_all_live_groups() -> None:
+    with _LIVE_LOCK:
+        groups = list(_LIVE_GROUPS)
+    for pgid in groups:
+        kill_process_group(pgid, grace_s=3.0)
+
+
+atexit.register(_kill_all_live_groups)
+
+
+class StageInterrupted(BaseException):
+    """SIGTERM while a stage ran outside Prefect's engine (which raises its own TerminationSignal)."""
+
+
+@dataclass
+class ProcessResult:
+    returncode: int | None
+    seconds: float
+    timed_out: bool
+    tail: list[str]
+
+
+def run_in_process_group(
+    cmd: list[str],
+    cwd: str | Path,
+    env: dict[str, str],
+    timeout_s: float | None,
+    on_line: Callable[[str], None],
+    kill_grace_s: float = 10.0,
+    on_start: Callable[[subprocess.Popen], None] | None = None,
+    tail_lines: int = 40,
+) -> ProcessResult:
+    """Run `cmd` in a new session; hand each output line to `on_line` (in the calling thread) as it comes.
+
+    On timeout the group is killed and `timed_out` is set. On any exception in the caller's thread while the
+    command runs (KeyboardInterrupt, Prefect's TerminationSignal on cancellation, SystemExit) the whole group
+    is killed before the exception propagates.
+    """
+    start = time.monotonic()
+    proc = subprocess.Popen(
+        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        start_new_session=True, text=True, errors="replace", bufsize=1,
+    )
+    pgid = proc.pid
+    with _LIVE_LOCK:
+        _LIVE_GROUPS.add(pgid)
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def reader() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(line.rstrip("\n"))
+        lines.put(None)
+
+    threading.Thread(target=reader, name=f"output-of-{pgid}", daemon=True).start()
+
+    restore = None
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+        # Outside Prefect's engine a SIGTERM would end this process without running the cleanup below.
+        def _on_term(signum, frame):
+            raise StageInterrupted(signum)
+
+        restore = signal.signal(signal.SIGTERM, _on_term)
+    tail: list[str] = []
+    timed_out = False
+    try:
+        if on_start:
+            on_start(proc)
+        deadline = start + timeout_s if timeout_s else None
+        eof = False
+        leader_gone = 0.0
+        while True:
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                timed_out = True
+                kill_process_group(pgid, kill_grace_s, proc)
+                break
+            if eof:
+                # All writers closed the pipe; the leader normally exits with them.
+                if proc.poll() is not None:
+                    break
+                time.sleep(0.1)
+                continue
+            if proc.poll() is not None:
+                # The leader is gone but something it started still holds the output pipe open: give the
+                # output a moment to drain, then the stragglers go with the group.
+                leader_gone = leader_gone or now
+                if now - leader_gone > 3.0:
+                    kill_process_group(pgid, kill_grace_s, proc)
+                    break
+            wait = 0.5 if deadline is None else max(0.01, min(0.5, deadline - now))
+            try:
+                item = lines.get(timeout=wait)
+            except queue.Empty:
+                continue
+            if item is None:
+                eof = True
+                continue
+            tail.append(item)
+            del tail[:-tail_lines]
+            on_line(item)
+    except BaseException:
+        kill_process_group(pgid, kill_grace_s, proc)
+        raise
+    finally:
+        if restore is not None:
+            signal.signal(signal.SIGTERM, restore)
+        if proc.poll() is None or _group_alive(pgid):
+            # The leader exited but left children behind (a daemonized helper): they go too.
+            kill_process_group(pgid, kill_grace_s, proc)
+        with _LIVE_LOCK:
+            _LIVE_GROUPS.discard(pgid)
+    return ProcessResult(proc.returncode, time.monotonic() - start, timed_out, tail)
+
+
+# ------------------------------------------------------------------------------------------- service checks
+
+
+def http_ok(url: str, timeout: float = 3.0) -> tuple[bool, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (our own URL)
+            return 200 <= resp.status < 300, f"HTTP {resp.status}"
+    except urllib.error.HTTPError as exc:
+        return False, f"HTTP {exc.code}"
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        return False, str(getattr(exc, "reason", exc))
+
+
+def check_mlflow(uri: str, timeout: float = 3.0) -> None:
+    """Fail in seconds with a clear message when an MLflow tracking server is down (file/SQLite URIs need none)."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    ok, why = http_ok(uri.rstrip("/") + "/health", timeout)
+    if not ok:
+        raise ServiceUnreachable(
+            f"MLflow tracking server {uri} is unreachable ({why}). Start it (`r1 services up`) or unset "
+            "MLFLOW_TRACKING_URI to log to the project's sqlite:///mlflow.db."
+        )
+
+
+def check_prefect_api(url: str | None, timeout: float = 3.0) -> None:
+    """PREFECT_API_URL set but the server down: say so now instead of letting the client retry for minutes."""
+    if not url:
+        return
+    ok, why = http_ok(url.rstrip("/") + "/health", timeout)
+    if not ok:
+        raise ServiceUnreachable(
+            f"Prefect API {url} is unreachable ({why}). Start it (`r1 services up`) or unset PREFECT_API_URL "
+            "to run with a temporary in-process Prefect server."
+        )
+
+
+def fail_fast_mlflow_client_env() -> dict[str, str]:
+    """MLflow's HTTP client retries 7 times with exponential backoff (minutes) by default: a lost server
+    should fail a stage in well under a minute, and a slow request should not hang it forever."""
+    return {
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3"),
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": os.environ.get("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1"),
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT", "30"),
+    }
+
+
+def resolve_tracking_uri(uri: str, project_dir: str | Path) -> str:
+    """A relative `sqlite:///mlflow.db` means the project's file: make it absolute so every process agrees."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return "sqlite:///" + str((Path(project_dir) / uri[len("sqlite:///"):]).resolve())
+    if "://" not in uri and not uri.startswith("databricks"):
+        return str((Path(project_dir) / uri).resolve())
+    return uri
+
+
+# ------------------------------------------------------------------------------------------------ overrides
+
+
+def sha256_file(path: str | Path) -> str | None:
+    p = Path(path)
+    return hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None
+
+
+def validate_overrides(params_path: str | Path, overrides: list[str]) -> None:
+    """Raise ConfigError (the schema's own message) when the overrides make the params invalid."""
+    load_config(params_path, overrides)
+
+
+def apply_param_overrides(params_path: str | Path, overrides: list[str]) -> bool:
+    """Write `key=value` overrides into params.yaml (atomically), like `dvc exp run -S` does.
+
+    Validated first: an invalid override raises ConfigError and leaves the file untouched. The file's leading
+    comment lines (the profile header) are kept and a line naming the overrides is added. Returns whether the
+    file changed.
+    """
+    if not overrides:
+        return False
+    params_path = Path(params_path)
+    validate_overrides(params_path, overrides)
+    raw = load_yaml(params_path)
+    new = apply_overrides(raw, overrides)
+    if new == raw:
+        return False
+    header = [ln for ln in _leading_comments(params_path.read_text()) if not ln.startswith("# overrides:")]
+    header.append(f"# overrides: {' '.join(overrides)}")
+    body = yaml.safe_dump(new, sort_keys=False, default_flow_style=False, width=110)
+    write_text(params_path, "\n".join(header) + "\n" + body)
+    return True
+
+
+def _leading_comments(text: str) -> list[str]:
+    out = []
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            break
+        out.append(line)
+    return out
+
+
+def params_profile(params_path: str | Path) -> str | None:
+    """The profile named in params.yaml's header (`# profile: micro ...`), if any."""
+    try:
+        for line in _leading_comments(Path(params_path).read_text()):
+            if m := re.match(r"#\s*profile:\s*([\w.-]+)", line):
+                return m.group(1)
+    except OSError:
+        pass
+    return None
+
+
+__all__ = [
+    "ConfigError", "OrchestrationError", "UnknownStageError", "ServiceUnreachable", "StageGraph", "stage_graph",
+    "parse_dag_dot", "dvc_status", "repro_outcome", "run_in_process_group", "kill_process_group", "check_mlflow",
+    "check_prefect_api", "apply_param_overrides", "validate_overrides", "resolve_tracking_uri", "sha256_file",
+    "params_profile", "bin_path", "subprocess_env", "fail_fast_mlflow_client_env", "ProcessResult",
+]

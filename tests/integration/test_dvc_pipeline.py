@@ -1,0 +1,115 @@
+"""`dvc repro` owns the pipeline: end to end on the micro profile, a no-op the second time, and a GRPO param
+change reruns grpo and what follows it (not what precedes it). Works in a throwaway copy of the project."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+import pytest
+import yaml
+
+from tests.e2e.workspace import copy_project, dvc, git, stage_env, stages_ran, stages_skipped
+from r1_pipeline.orchestration import bin_path, sha256_file, stage_graph
+
+pytestmark = pytest.mark.slow
+
+ALL = ["data", "base", "sft", "grpo", "r1_zero", "rejection", "distill", "evaluate", "report"]
+AFTER_GRPO = ["grpo", "rejection", "distill", "evaluate", "report"]
+
+
+@pytest.fixture(scope="module")
+def reproduced(tmp_path_factory):
+    """A micro copy after one full `dvc repro`, with dvc.lock committed (so `dvc metrics diff` has a base)."""
+    ws = copy_project(tmp_path_factory.mktemp("dvc") / "ws", overrides=["project.mlflow_experiment=r1-dvc-test"])
+    start = time.time()
+    first = dvc(ws, "repro")
+    assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
+    git(ws, "add", "-A")
+    git(ws, "commit", "-q", "-m", "micro pipeline reproduced")
+    return ws, first.stdout, time.time() - start
+
+
+def test_stage_order_comes_from_dvc(reproduced):
+    ws, _, _ = reproduced
+    graph = stage_graph(ws)
+    assert graph.order == ALL
+    assert graph.upstream["rejection"] == {"data", "sft", "grpo", "r1_zero"}
+    assert graph.upstream["data"] == set()
+
+
+def test_repro_end_to_end_then_nothing_to_do(reproduced):
+    ws, first, seconds = reproduced
+    assert stages_ran(first) == ALL, first[-3000:]
+    for out in ("outputs/models/grpo", "outputs/eval/metrics.json", "outputs/report/report.md"):
+        assert (ws / out).exists(), out
+    print(f"full micro dvc repro: {seconds:.0f}s")
+
+    second = dvc(ws, "repro")
+    assert second.returncode == 0, second.stderr
+    assert stages_ran(second) == []
+    assert sorted(stages_skipped(second)) == sorted(ALL)
+    status = dvc(ws, "status", "--json", check=True)
+    assert json.loads(status.stdout or "{}") == {}
+
+    metrics = json.loads(dvc(ws, "metrics", "show", "--json", check=True).stdout)
+    workspace = metrics["workspace"]["data"]
+    assert "outputs/eval/metrics.json" in workspace
+    assert "pass@1" in json.dumps(workspace["outputs/eval/metrics.json"]["data"])
+
+
+def test_invalid_override_fails_fast_and_writes_nothing(reproduced):
+    ws, _, _ = reproduced
+    params_before = (ws / "params.yaml").read_bytes()
+    lock_before = sha256_file(ws / "dvc.lock")
+    start = time.time()
+    out = subprocess.run(
+        [bin_path("r1"), "run", "--set", "grpo.learning_rate=oops", "--set", "grpo.nonexistent_knob=1"],
+        cwd=ws, env=stage_env(), capture_output=True, text=True, timeout=120,
+    )
+    elapsed = time.time() - start
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "grpo.learning_rate" in out.stderr and "valid number" in out.stderr, out.stderr
+    assert "grpo.nonexistent_knob" in out.stderr, out.stderr
+    assert elapsed < 30, f"took {elapsed:.1f}s"
+    assert (ws / "params.yaml").read_bytes() == params_before
+    assert sha256_file(ws / "dvc.lock") == lock_before
+    assert json.loads(dvc(ws, "status", "--json", check=True).stdout or "{}") == {}
+    assert (ws / "outputs/models/grpo/model.safetensors").exists()
+
+
+def test_grpo_param_change_reruns_grpo_and_what_follows(reproduced):
+    ws, _, _ = reproduced
+    lock = yaml.safe_load((ws / "dvc.lock").read_text())
+    assert lock["stages"]["grpo"]["params"]["params.yaml"]["grpo"]["learning_rate"] == 3e-05
+
+    # What DVC sees as changed: only grpo (its params section); nothing upstream.
+    raw = yaml.safe_load((ws / "params.yaml").read_text())
+    raw["grpo"]["learning_rate"] = 1e-4
+    (ws / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    status = json.loads(dvc(ws, "status", "--json", check=True).stdout)
+    assert list(status) == ["grpo"], status
+    git(ws, "checkout", "params.yaml")
+
+    # An experiment with the new value: grpo and every stage downstream of it rerun, in order, and nothing
+    # before it or beside it (r1_zero). --force-downstream makes the downstream reruns unconditional: on the
+    # micro profile GRPO's rewards are all zero, its update is zero and its weights come out byte-identical,
+    # so plain `dvc repro` would (correctly) stop after grpo.
+    exp = dvc(ws, "exp", "run", "-S", "grpo.learning_rate=1e-4", "--force-downstream", "-n", "grpo-lr-1e-4")
+    assert exp.returncode == 0, exp.stdout[-4000:] + exp.stderr[-4000:]
+    assert stages_ran(exp.stdout) == AFTER_GRPO, exp.stdout[-3000:]
+    assert set(stages_skipped(exp.stdout)) == {"data", "base", "sft", "r1_zero"}
+    lock = yaml.safe_load((ws / "dvc.lock").read_text())
+    assert lock["stages"]["grpo"]["params"]["params.yaml"]["grpo"]["learning_rate"] == 1e-4
+
+    exps = dvc(ws, "exp", "show", "--json", check=True).stdout
+    assert "grpo-lr-1e-4" in exps
+    params_diff = json.loads(dvc(ws, "params", "diff", "--json", check=True).stdout)
+    assert params_diff["params.yaml"]["grpo.learning_rate"] == {"old": 3e-05, "new": 0.0001}
+    metrics_diff = json.loads(dvc(ws, "metrics", "diff", "--json", "--all", check=True).stdout)
+    assert "outputs/metrics/grpo.json" in metrics_diff
+    assert "grpo_seconds" in metrics_diff["outputs/metrics/grpo.json"]
+
+    again = dvc(ws, "repro")
+    assert stages_ran(again.stdout) == []
