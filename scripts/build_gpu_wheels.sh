@@ -19,7 +19,7 @@
 #   fsspec (datasets 5.2 needs <=2026.9.0), typing-extensions (pydantic 2.14 needs >=4.16).
 # Not carried: the `mlflow` meta-package (its UI server and scikit-learn/scipy/Flask deps):
 #   mlflow-skinny holds the whole Python API and the SQLite store, which is all a training run uses.
-#   cryptography (google-auth's optional dependency, only for service-account signing), vLLM (hundreds of MB).
+#   vLLM (hundreds of MB; the benchmark reports its rows as n/a).
 #
 # Usage: bash scripts/build_gpu_wheels.sh [DEST]   (DEST defaults to .whl in the project root)
 set -euo pipefail
@@ -49,6 +49,8 @@ PACKAGES=(
   opentelemetry-api==1.45.2 opentelemetry-sdk==1.45.2 opentelemetry-proto==1.45.2
   opentelemetry-semantic-conventions==0.66b2
   python-dotenv==1.2.4 sqlparse==0.6.1 sqlalchemy==2.1.9 alembic==1.20.1 mako==1.4.3
+  # mlflow's SQLite store imports cryptography.fernet (model-registry secrets) even for plain tracking
+  cryptography==50.0.2 cffi==2.1.1 pycparser==3.12
 )
 
 mkdir -p "$DEST"

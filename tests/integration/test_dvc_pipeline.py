@@ -48,13 +48,13 @@ def test_repro_end_to_end_then_nothing_to_do(reproduced):
 
     second = dvc(ws, "repro")
     assert second.returncode == 0, second.stderr
-    assert stages_ran(second) == []
-    assert sorted(stages_skipped(second)) == sorted(ALL)
+    assert stages_ran(second.stdout) == []
+    assert sorted(stages_skipped(second.stdout)) == sorted(ALL)
     status = dvc(ws, "status", "--json", check=True)
     assert json.loads(status.stdout or "{}") == {}
 
     metrics = json.loads(dvc(ws, "metrics", "show", "--json", check=True).stdout)
-    workspace = metrics["workspace"]["data"]
+    workspace = next(iter(metrics.values()))["data"]  # one revision: the workspace
     assert "outputs/eval/metrics.json" in workspace
     assert "pass@1" in json.dumps(workspace["outputs/eval/metrics.json"]["data"])
 
@@ -81,8 +81,11 @@ def test_invalid_override_fails_fast_and_writes_nothing(reproduced):
 
 def test_grpo_param_change_reruns_grpo_and_what_follows(reproduced):
     ws, _, _ = reproduced
-    lock = yaml.safe_load((ws / "dvc.lock").read_text())
-    assert lock["stages"]["grpo"]["params"]["params.yaml"]["grpo"]["learning_rate"] == 3e-05
+    def locked_lr() -> float:
+        # float(): PyYAML (YAML 1.1) reads DVC's `3e-05` as a string
+        return float(yaml.safe_load((ws / "dvc.lock").read_text())["stages"]["grpo"]["params"]["params.yaml"]["grpo"]["learning_rate"])
+
+    assert locked_lr() == 3e-05
 
     # What DVC sees as changed: only grpo (its params section); nothing upstream.
     raw = yaml.safe_load((ws / "params.yaml").read_text())
@@ -100,13 +103,13 @@ def test_grpo_param_change_reruns_grpo_and_what_follows(reproduced):
     assert exp.returncode == 0, exp.stdout[-4000:] + exp.stderr[-4000:]
     assert stages_ran(exp.stdout) == AFTER_GRPO, exp.stdout[-3000:]
     assert set(stages_skipped(exp.stdout)) == {"data", "base", "sft", "r1_zero"}
-    lock = yaml.safe_load((ws / "dvc.lock").read_text())
-    assert lock["stages"]["grpo"]["params"]["params.yaml"]["grpo"]["learning_rate"] == 1e-4
+    assert locked_lr() == 1e-4
 
     exps = dvc(ws, "exp", "show", "--json", check=True).stdout
     assert "grpo-lr-1e-4" in exps
     params_diff = json.loads(dvc(ws, "params", "diff", "--json", check=True).stdout)
-    assert params_diff["params.yaml"]["grpo.learning_rate"] == {"old": 3e-05, "new": 0.0001}
+    lr = params_diff["params.yaml"]["grpo.learning_rate"]
+    assert (float(lr["old"]), float(lr["new"])) == (3e-05, 1e-4), lr
     metrics_diff = json.loads(dvc(ws, "metrics", "diff", "--json", "--all", check=True).stdout)
     assert "outputs/metrics/grpo.json" in metrics_diff
     assert "grpo_seconds" in metrics_diff["outputs/metrics/grpo.json"]

@@ -1,0 +1,81 @@
+"""The MLflow UI shows the pipeline's runs: headless Chromium against the real `mlflow server` (SQLite).
+
+The runs are logged the way the flow logs them (a parent tagged `r1.pipeline=parent`, one child per stage with
+`mlflow.parentRunId`, params and metrics), so the test needs no training. Chromium renders the single-page app
+(`--virtual-time-budget` lets its JavaScript fetch the runs) and dumps the DOM; a screenshot of the runs page
+stays in the test's tmp dir for a human to look at.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.servers import session_servers
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+def chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if path := shutil.which(name):
+            return path
+    pytest.fail("headless Chromium is not installed: `apt-get install -y chromium chromium-driver` (.ci/run does)")
+
+
+def browse(url: str, profile: Path, *, screenshot: Path | None = None, budget_ms: int = 20000) -> str:
+    """The page's DOM after its scripts ran (or write a screenshot); text only, tags stripped."""
+    cmd = [
+        chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+        f"--user-data-dir={profile}", "--window-size=1400,900", f"--virtual-time-budget={budget_ms}",
+    ]
+    cmd += [f"--screenshot={screenshot}"] if screenshot else ["--dump-dom"]
+    out = subprocess.run([*cmd, url], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    html = re.sub(r"<script.*?</script>|<style.*?</style>", " ", out.stdout, flags=re.S)
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
+
+
+@pytest.fixture(scope="module")
+def pipeline_runs(request, tmp_path_factory):
+    from mlflow import MlflowClient
+
+    servers = session_servers(request, tmp_path_factory)
+    client = MlflowClient(servers.mlflow_uri)
+    tag = uuid.uuid4().hex[:8]
+    exp_id = client.create_experiment(f"r1-ui-{tag}")
+    parent = client.create_run(exp_id, run_name=f"pipeline ui-{tag}", tags={"r1.pipeline": "parent", "r1.profile": "micro"})
+    client.log_param(parent.info.run_id, "override.grpo.learning_rate", "1e-4")
+    children = {}
+    for stage, seconds in (("data", 7.5), ("grpo", 16.9), ("evaluate", 23.0)):
+        run = client.create_run(exp_id, run_name=stage, tags={"mlflow.parentRunId": parent.info.run_id, "r1.stage": stage})
+        client.log_param(run.info.run_id, f"{stage}.marker", f"ui-{tag}")
+        client.log_metric(run.info.run_id, f"{stage}_seconds", seconds)
+        client.set_terminated(run.info.run_id, "FINISHED")
+        children[stage] = run.info.run_id
+    client.set_terminated(parent.info.run_id, "FINISHED")
+    return servers.mlflow_uri, exp_id, parent.info.run_id, children, tag
+
+
+def test_runs_page_lists_the_pipeline_run(pipeline_runs, tmp_path):
+    uri, exp_id, parent_id, _, tag = pipeline_runs
+    text = browse(f"{uri}/#/experiments/{exp_id}/runs", tmp_path / "profile")
+    assert f"pipeline ui-{tag}" in text, text[:3000]
+    assert "4 matching runs" in text, text[:3000]  # the parent and its three stage runs
+    shot = tmp_path / "mlflow-runs.png"
+    browse(f"{uri}/#/experiments/{exp_id}/runs", tmp_path / "profile", screenshot=shot)
+    assert shot.exists() and shot.stat().st_size > 10_000
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_stage_run_page_shows_its_params_and_metrics(pipeline_runs, tmp_path):
+    uri, exp_id, _, children, tag = pipeline_runs
+    text = browse(f"{uri}/#/experiments/{exp_id}/runs/{children['grpo']}", tmp_path / "profile")
+    assert "grpo_seconds" in text and "16.9" in text, text[:3000]
+    assert "grpo.marker" in text and f"ui-{tag}" in text, text[:3000]

@@ -1,0 +1,92 @@
+"""Atomic writes, the conversation format, readability filters, the accelerate relaunch decision."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from r1_pipeline.chat import completion_text, format_completion, prompt_messages
+from r1_pipeline.config import RejectionConfig, load_config
+from r1_pipeline.filters import non_ascii_letter_fraction, rejection_reason, repeated_ngram_fraction, think_text
+from r1_pipeline.io import atomic_path, read_jsonl, write_json, write_jsonl
+from r1_pipeline.rewards import REWARD_REGISTRY
+from r1_pipeline.stage import launch_command
+
+
+def test_atomic_file_write_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "out.jsonl"
+    write_jsonl(target, [{"a": 1}])
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("killed")
+    assert read_jsonl(target) == [{"a": 1}]
+    assert [p.name for p in tmp_path.iterdir()] == ["out.jsonl"]
+
+
+def test_atomic_dir_write_replaces_whole_folder(tmp_path):
+    target = tmp_path / "model"
+    with atomic_path(target, is_dir=True) as tmp:
+        (tmp / "a").write_text("1")
+    with atomic_path(target, is_dir=True) as tmp:
+        (tmp / "b").write_text("2")
+    assert sorted(p.name for p in target.iterdir()) == ["b"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    with pytest.raises(ValueError):
+        with atomic_path(target, is_dir=True) as tmp:
+            (tmp / "c").write_text("3")
+            raise ValueError
+    assert sorted(p.name for p in target.iterdir()) == ["b"]
+
+
+def test_outputs_are_world_readable(tmp_path):
+    write_json(tmp_path / "m.json", {"x": 1})
+    assert (tmp_path / "m.json").stat().st_mode & 0o044 == 0o044
+    assert json.loads((tmp_path / "m.json").read_text()) == {"x": 1}
+
+
+def test_read_jsonl_names_the_bad_line(tmp_path):
+    p = tmp_path / "x.jsonl"
+    p.write_text('{"a": 1}\n{oops\n')
+    with pytest.raises(ValueError, match=r"x.jsonl:2: invalid JSON"):
+        read_jsonl(p)
+
+
+def test_conversation_format_matches_the_format_reward():
+    text = format_completion("7+3=10\n10-5=5", "5")
+    assert text == "<think>\n7+3=10\n10-5=5\n</think>\n<answer>5</answer>"
+    assert REWARD_REGISTRY["format"]([text]) == [1.0]
+    assert REWARD_REGISTRY["accuracy"]([text], answer=["5"]) == [1.0]
+    assert format_completion(None, "5") == "<answer>5</answer>"
+    assert prompt_messages("1+1", "sys") == [{"role": "system", "content": "sys"}, {"role": "user", "content": "1+1"}]
+    assert completion_text([{"role": "assistant", "content": "hi"}]) == "hi"
+
+
+def test_readability_filters():
+    rc = RejectionConfig()
+    good = format_completion("7+3=10", "10")
+    assert rejection_reason(good, rc) is None
+    assert rejection_reason("<answer>10</answer>", rc) == "format"
+    assert rejection_reason(format_completion("x " * 3000, "1"), rc) == "length"
+    assert rejection_reason(format_completion("a b c d " * 40, "1"), rc) == "repetition"
+    assert rejection_reason(format_completion("这是 一个 混合 语言 的 推理", "1"), rc) == "mixed_language"
+    assert think_text(good) == "7+3=10"
+    assert repeated_ngram_fraction("a b c d a b c d") == pytest.approx(0.2)
+    assert non_ascii_letter_fraction("abc") == 0.0
+
+
+def test_stage_relaunches_through_accelerate_only_when_asked(monkeypatch):
+    monkeypatch.delenv("R1_LAUNCHED", raising=False)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    cfg = load_config(profile="micro")
+    assert launch_command(cfg, "sft", []) is None
+    assert launch_command(cfg, "data", []) is None
+    cfg = load_config(profile="micro", overrides=["grpo.deepspeed=zero3", "grpo.num_processes=2"])
+    cmd = launch_command(cfg, "grpo", ["--set", "x=1"])
+    assert cmd[1:4] == ["-m", "accelerate.commands.launch", "--config_file"]
+    assert cmd[cmd.index("--num_processes") + 1] == "2"
+    assert cmd[cmd.index("--deepspeed_config_file") + 1].endswith("infra/deepspeed/zero3.json")
+    assert cmd[-4:] == ["-m", "tasks.grpo", "--set", "x=1"]
+    monkeypatch.setenv("R1_LAUNCHED", "1")
+    assert launch_command(cfg, "grpo", []) is None  # already inside the launcher: no recursion
