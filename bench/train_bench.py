@@ -46,7 +46,6 @@ import random
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -56,7 +55,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
-os.environ.setdefault("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING", "false")
 
 TRIPLES = ROOT.parent / "shared" / "data" / "graded" / "verifier_triples.jsonl"
 QWEN25_05B = dict(hidden=896, layers=24, heads=14, kv_heads=2, ffn=4864, vocab=151936)
@@ -83,6 +81,7 @@ class Sizes:
     children: bool  # run the Liger / DeepSpeed / torch.compile child processes
     compile_seq_lens: list[int]
     budget_s: float
+    max_step_s: float  # a training run whose step takes longer stops and reports an error (bounds a bad row)
 
 
 SIZES = {
@@ -91,15 +90,15 @@ SIZES = {
         grpo_prompts=8, grpo_generations=8, grpo_completion=256, grpo_prompt_tokens=(32, 96),
         grpo_warmup=1, grpo_steps=2, matmul_n=8192,
         reward_counts={"real": (6076, 10), "long": (400, 6), "plain": (300, 6), "plain_long": (20, 6)},
-        children=True, compile_seq_lens=[1024], budget_s=370,
+        children=True, compile_seq_lens=[1024], budget_s=370, max_step_s=45,
     ),
     "cpu": Sizes(
         model=dict(hidden=128, layers=4, heads=4, kv_heads=2, ffn=384, vocab=2048), seq_lens=[128, 512],
-        tokens_per_step=4096, sft_warmup=2, sft_steps=6,
+        tokens_per_step=4096, sft_warmup=1, sft_steps=4,
         grpo_prompts=4, grpo_generations=4, grpo_completion=32, grpo_prompt_tokens=(8, 24),
-        grpo_warmup=1, grpo_steps=3, matmul_n=1024,
+        grpo_warmup=1, grpo_steps=2, matmul_n=1024,
         reward_counts={"real": (6076, 60), "long": (400, 30), "plain": (300, 30), "plain_long": (20, 30)},
-        children=True, compile_seq_lens=[128], budget_s=1800,
+        children=True, compile_seq_lens=[128], budget_s=1800, max_step_s=600,
     ),
     "quick": Sizes(
         model=dict(hidden=32, layers=2, heads=4, kv_heads=2, ffn=64, vocab=256), seq_lens=[32],
@@ -107,7 +106,7 @@ SIZES = {
         grpo_prompts=2, grpo_generations=2, grpo_completion=8, grpo_prompt_tokens=(4, 8),
         grpo_warmup=1, grpo_steps=1, matmul_n=256,
         reward_counts={"real": (64, 5), "long": (8, 5), "plain": (8, 5), "plain_long": (2, 5)},
-        children=False, compile_seq_lens=[], budget_s=300,
+        children=False, compile_seq_lens=[], budget_s=300, max_step_s=120,
     ),
 }
 
@@ -127,7 +126,13 @@ class Bench:
         self.deadline = self.start + (args.budget_s if args.budget_s is not None else sizes.budget_s)
         self.rows: list[dict] = []
         self.header: dict = {}
-        self.log_file = open(self.out / ("bench.log" if not args.child else f"child-{args.child}.log"), "a")
+        self.previous: list[dict] = []
+        self.previous_header: dict = {}
+        if args.append and not args.child and (self.out / "results.json").exists():
+            earlier = json.loads((self.out / "results.json").read_text())
+            self.previous, self.previous_header = earlier.get("rows", []), earlier.get("header", {})
+        name = "bench.log" if not args.child else f"logs/child-{args.child}-rows.log"
+        self.log_file = open(self.out / name, "a")
         # Our progress goes to the original stderr; the libraries' output goes to per-row logs.
         self.console = os.fdopen(os.dup(2), "w", buffering=1)
 
@@ -146,11 +151,18 @@ class Bench:
             if int(os.environ.get("RANK", "0")) == 0:
                 Path(self.args.child_result).write_text(json.dumps({"rows": self.rows}, default=str))
             return
-        data = {"header": self.header, "rows": self.rows}
+        data = {"header": self.header, "rows": self.all_rows()}
         tmp = self.out / ".results.json.tmp"
         tmp.write_text(json.dumps(data, indent=1, default=str))
         tmp.replace(self.out / "results.json")
-        (self.out / "table.md").write_text(render(self.header, self.rows))
+        (self.out / "table.md").write_text(render(self.header, self.all_rows()))
+
+    def all_rows(self) -> list[dict]:
+        def key(r):
+            return r["section"], r["key"], r.get("seq_len")
+
+        new = {key(r) for r in self.rows}
+        return [r for r in self.previous if key(r) not in new] + self.rows
 
 
 @contextlib.contextmanager
@@ -261,6 +273,7 @@ def collect_header(bench: Bench) -> dict:
         "gpu": f"{torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}" if cuda() else "none",
         "cpu": f"{cpu_model}, {os.cpu_count()} logical CPUs, torch threads {torch.get_num_threads()}",
         "python": platform.python_version(),
+        "load_average": " ".join(f"{x:.1f}" for x in os.getloadavg()),
         "versions": {d: version(d) for d in (
             "torch", "transformers", "trl", "accelerate", "deepspeed", "liger-kernel", "vllm", "flash-attn",
             "datasets", "peft", "math-verify", "mlflow-skinny")},
@@ -334,6 +347,11 @@ class Record:
         self.step_end: dict[int, float] = {}
         self.step_begin: dict[int, float] = {}
         self._opt0 = 0.0
+        self.too_slow: float | None = None
+
+    def check(self, limit: float) -> None:
+        if self.too_slow is not None:
+            raise RuntimeError(f"stopped: a step took {self.too_slow:.0f} s (limit {limit:.0f} s)")
 
     def add(self, step: int, name: str, value: float) -> None:
         d = self.phases.setdefault(step, {})
@@ -349,7 +367,7 @@ class Record:
         return out
 
 
-def make_clock(record: Record):
+def make_clock(record: Record, max_step_s: float | None = None):
     from transformers import TrainerCallback
 
     class StepClock(TrainerCallback):
@@ -366,7 +384,11 @@ def make_clock(record: Record):
             record.add(state.global_step + 1, "optimizer", now() - record._opt0)
 
         def on_step_end(self, args, state, control, **kw):
-            record.step_end[state.global_step] = now()
+            t = record.step_end[state.global_step] = now()
+            prev = record.step_end.get(state.global_step - 1)
+            if max_step_s and prev is not None and t - prev > max_step_s:
+                record.too_slow = t - prev
+                control.should_training_stop = True
 
     return StepClock()
 
@@ -469,7 +491,9 @@ SFT_VARIANTS = [
      "liger"),
     ("ours_flash", "ours + packing + flash_attention_2", "ours", {"packing": True, "attn": "flash_attention_2"},
      "main"),
-    ("ours_compile", "ours + torch.compile", "ours", {"torch_compile": True}, "compile"),
+    # padded to the full length: one static shape, so it compiles once (dynamic shapes recompile mid-run)
+    ("ours_compile", "ours + torch.compile (padded to max length)", "ours", {"torch_compile": True, "pad_full": True},
+     "compile"),
     ("ours_zero2", "ours as the stage launches it (accelerate + DeepSpeed ZeRO-2)", "ours", {"deepspeed": "zero2"},
      "zero2"),
 ]
@@ -493,7 +517,8 @@ def run_sft(bench: Bench, key: str, kind: str, changes: dict, seq_len: int) -> d
 
     sizes, mode = bench.sizes, bench.args.mode
     batch = max(1, sizes.tokens_per_step // seq_len)
-    max_steps = sizes.sft_warmup + sizes.sft_steps
+    warmup = max(sizes.sft_warmup, 2) if changes.get("torch_compile") else sizes.sft_warmup
+    max_steps = warmup + sizes.sft_steps
     tok = build_tokenizer(sizes.model["vocab"])
     tok.padding_side = "right"
     out_dir = bench.work / f"sft_{key}_{seq_len}"
@@ -515,6 +540,8 @@ def run_sft(bench: Bench, key: str, kind: str, changes: dict, seq_len: int) -> d
     for name in ("packing", "use_liger_kernel", "torch_compile"):
         if name in changes:
             kwargs[name] = changes[name]
+    if changes.get("pad_full"):
+        kwargs["pad_to_multiple_of"] = seq_len
     args = SFTConfig(**kwargs)
     model = build_model(sizes.model, tok, dtype, seq_len, attn=changes.get("attn", "sdpa"))
     dataset = sft_dataset(sizes, seq_len, batch, seed=seq_len)
@@ -534,19 +561,28 @@ def run_sft(bench: Bench, key: str, kind: str, changes: dict, seq_len: int) -> d
             return timed(record, self, "fwd_bwd", super().training_step, model, inputs, num_items_in_batch)
 
     trainer = BenchSFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tok,
-                              data_collator=collator, callbacks=[make_clock(record)])
+                              data_collator=collator, callbacks=[make_clock(record, sizes.max_step_s)])
     if cuda():
         torch.cuda.reset_peak_memory_stats()
     trainer.train()
-    steps = record.window(sizes.sft_warmup + 1, max_steps)
+    record.check(sizes.max_step_s)
+    steps = record.window(warmup + 1, max_steps)
     n = num_params(trainer.model)
     result = summarize_sft(steps, n, sizes.model, bench.header.get("peak", {}).get("peak_flops"))
-    result.update(params=n, batch=batch, dtype=dtype, settings=settings_of(args, changes), steps=steps)
+    result.update(params=n, batch=batch, dtype=dtype, settings=settings_of(args, changes), steps=steps,
+                  warmup_s=sum(s["time"] for s in record.window(1, warmup)))  # incl. any compilation
     if cuda():
         result["peak_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
     del trainer, model
     shutil.rmtree(out_dir, ignore_errors=True)
     return result
+
+
+def step_range(steps: list[dict]) -> str:
+    """Mean step time with the fastest and slowest step: the spread shows how noisy the machine was."""
+    t = [s["time"] for s in steps]
+    digits = 3 if max(t) < 10 else 1
+    return f"{sum(t) / len(t):.{digits}f} ({min(t):.{digits}f}-{max(t):.{digits}f})"
 
 
 def summarize_sft(steps: list[dict], n_params: int, shape: dict, peak: float | None) -> dict:
@@ -558,7 +594,8 @@ def summarize_sft(steps: list[dict], n_params: int, shape: dict, peak: float | N
     slots = sum(s.get("slots", 0) for s in steps)
     flops6n = 6 * n_params * tokens
     flops_attn = 12 * shape["layers"] * shape["hidden"] * sumsq
-    out = {"tokens_per_s": tokens / wall, "s_per_step": wall / len(steps), "tokens_per_step": tokens / len(steps),
+    out = {"tokens_per_s": tokens / wall, "s_per_step": wall / len(steps), "s_per_step_range": step_range(steps),
+           "tokens_per_step": tokens / len(steps),
            "pad_fraction": 1 - tokens / slots if slots else None, "timed_steps": len(steps)}
     if peak:
         out["mfu_6n"] = flops6n / wall / peak
@@ -583,6 +620,8 @@ def settings_of(args, changes: dict) -> str:
         parts.append("packed rows")
     if changes.get("attn"):
         parts.append(changes["attn"])
+    if changes.get("pad_full"):
+        parts.append(f"pad_to_multiple_of={args.pad_to_multiple_of}")
     return ", ".join(parts)
 
 
@@ -598,7 +637,7 @@ def grpo_rows(sizes: Sizes, n: int, seed: int = 0) -> list[dict]:
              "answer": str(rng.randint(0, 99))} for _ in range(n)]
 
 
-def make_grpo_trainer_class(record: Record, completion_len: int, captured: dict):
+def make_grpo_trainer_class(record: Record, completion_len: int, captured: dict, max_step_s: float | None = None):
     from trl import GRPOTrainer
 
     class BenchGRPOTrainer(GRPOTrainer):
@@ -611,7 +650,7 @@ def make_grpo_trainer_class(record: Record, completion_len: int, captured: dict)
                 self.generation_config.min_new_tokens = completion_len
             if isinstance(getattr(self, "generation_kwargs", None), dict):
                 self.generation_kwargs["min_new_tokens"] = completion_len
-            self.add_callback(make_clock(record))  # last, so it sees the other callbacks' work
+            self.add_callback(make_clock(record, max_step_s))  # last, so it sees the other callbacks' work
             captured["trainer"] = self
 
         def _generate(self, prompts):
@@ -645,7 +684,8 @@ def summarize_grpo(steps: list[dict]) -> dict:
     tokens, total_gen = sum(s.get("completion_tokens", 0) for s in steps), sum(s.get("generate", 0) for s in steps)
     comps = sum(s.get("completions", 0) for s in steps)
     return {
-        "s_per_step": step, "generate_s": gen, "reward_s": rew, "logprob_s": max(0.0, score - gen - rew),
+        "s_per_step": step, "s_per_step_range": step_range(steps), "generate_s": gen, "reward_s": rew,
+        "logprob_s": max(0.0, score - gen - rew),
         "fwd_bwd_s": max(0.0, train - score), "optimizer_s": opt, "other_s": max(0.0, step - train - opt),
         "completion_tokens_per_step": tokens / k, "mean_completion_len": tokens / comps if comps else None,
         "gen_tokens_per_s": tokens / total_gen if total_gen else None, "timed_steps": k,
@@ -708,7 +748,7 @@ def run_grpo_bare_defaults(bench: Bench, ctx: GRPOContext) -> dict:
 
     sizes = bench.sizes
     record, captured = Record(), {}
-    cls = make_grpo_trainer_class(record, sizes.grpo_completion, captured)
+    cls = make_grpo_trainer_class(record, sizes.grpo_completion, captured, sizes.max_step_s)
     kwargs = dict(output_dir=str(bench.work / "grpo_bare"), max_steps=ctx.steps(), report_to=[], save_strategy="no",
                   per_device_train_batch_size=sizes.grpo_prompts * sizes.grpo_generations,
                   num_generations=sizes.grpo_generations, max_completion_length=sizes.grpo_completion,
@@ -723,6 +763,7 @@ def run_grpo_bare_defaults(bench: Bench, ctx: GRPOContext) -> dict:
     trainer = cls(model=model, reward_funcs=plain_rewards(), args=args, train_dataset=grpo_dataset(ctx.rows),
                   processing_class=tok)
     trainer.train()
+    record.check(sizes.max_step_s)
     result = summarize_grpo(record.window(sizes.grpo_warmup + 1, ctx.steps()))
     result.update(settings=grpo_settings(args), steps=record.window(1, ctx.steps()))
     del trainer, model
@@ -797,7 +838,7 @@ def run_grpo_pipeline(bench: Bench, ctx: GRPOContext, name: str = "pipeline", en
     mlflow.MlflowClient().search_experiments()  # schema migration once, outside the timing (a real store exists)
 
     record, captured = Record(), {}
-    cls = make_grpo_trainer_class(record, sizes.grpo_completion, captured)
+    cls = make_grpo_trainer_class(record, sizes.grpo_completion, captured, sizes.max_step_s)
     orig_config, orig_trainer = trl.GRPOConfig, trl.GRPOTrainer
 
     def capture_config(**kw):
@@ -815,6 +856,7 @@ def run_grpo_pipeline(bench: Bench, ctx: GRPOContext, name: str = "pipeline", en
             with tracking.stage_run("grpo", cfg):
                 train_grpo(cfg, cfg.grpo, "grpo", init.resolve())
             wall = now() - t0
+        record.check(sizes.max_step_s)
     finally:
         os.chdir(cwd)
         trl.GRPOConfig, trl.GRPOTrainer = orig_config, orig_trainer
@@ -853,7 +895,7 @@ def run_grpo_ours_args(bench: Bench, ctx: GRPOContext, changes: dict, name: str,
         timed_steps = per_gen * math.ceil(timed_steps / per_gen)
     cfg = our_config(bench.args.mode, grpo_overrides(sizes, warmup + timed_steps))
     record, captured = Record(), {}
-    cls = make_grpo_trainer_class(record, sizes.grpo_completion, captured)
+    cls = make_grpo_trainer_class(record, sizes.grpo_completion, captured, sizes.max_step_s)
     out_dir = bench.work / f"grpo_{name}"
     kwargs = dict(ctx.ours_kwargs, output_dir=str(out_dir), report_to=[], run_name=name,
                   max_steps=warmup + timed_steps)
@@ -866,6 +908,7 @@ def run_grpo_ours_args(bench: Bench, ctx: GRPOContext, changes: dict, name: str,
     trainer = cls(model=model, reward_funcs=plain_rewards(), args=args, train_dataset=grpo_dataset(ctx.rows),
                   processing_class=tok)
     trainer.train()
+    record.check(sizes.max_step_s)
     if like_pipeline:
         trainer.save_model(str(out_dir / "final"))
     wall = now() - t0
@@ -879,13 +922,14 @@ def run_grpo_ours_args(bench: Bench, ctx: GRPOContext, changes: dict, name: str,
     return result
 
 
+BASELINE_LABEL = "ours' GRPOConfig in a bare TRL script (baseline of the rows below)"
 GRPO_VARIANTS = [
     # key, label, changes (on top of the stage's GRPOConfig), needs
     ("ours_static", "ours + static KV cache", {"cache_implementation": "static"}, None),
-    ("ours_cb", "ours + transformers continuous batching", {"use_transformers_continuous_batching": True}, None),
     ("ours_genbatch", "ours + generation_batch_size 2x (one generation per 2 steps)", {"generation_batch_size": "2x"},
      None),
     ("ours_vllm", "ours + vLLM colocate", {"use_vllm": True, "vllm_mode": "colocate"}, "vllm"),
+    ("ours_cb", "ours + transformers continuous batching", {"use_transformers_continuous_batching": True}, None),
 ]
 
 
@@ -1010,6 +1054,8 @@ def grpo_section(bench: Bench) -> None:
                            lambda: run_grpo_ours_args(bench, ctx, {}, "bare_same", like_pipeline=True))
     pipe_copy = {k: v for k, v in pipe.items() if k not in ("section", "key", "label")}
     bench.rows.append({"section": "overhead", "key": "ours", "label": "ours: r1_pipeline.grpo.train_grpo", **pipe_copy})
+    same_copy = {k: v for k, v in bare_same.items() if k not in ("section", "key", "label")}
+    bench.rows.append({"section": "grpo", "key": "ours_bare", "label": BASELINE_LABEL, **same_copy})
     bench.rows.append(overhead_ratio("ratio", "ratio ours / bare (x)", pipe, bare_same))
     bench.save()
     async_run = row_result(bench, "overhead", "ours_async", "ours + MLFLOW_ENABLE_ASYNC_LOGGING=true (proposed)",
@@ -1052,6 +1098,8 @@ def child_command(bench: Bench, group: str, result_file: Path) -> list[str]:
               "--child", group, "--child-result", str(result_file), "--budget-s", str(max(1, int(bench.remaining())))]
     if bench.args.quick:
         script.append("--quick")
+    if bench.args.threads:
+        script += ["--threads", str(bench.args.threads)]
     if group != "zero2":
         return [sys.executable, *script]
     # As r1_pipeline.stage.launch_command starts a DeepSpeed stage: accelerate launch, one process.
@@ -1084,7 +1132,7 @@ def run_child_group(bench: Bench, group: str, min_seconds: float) -> None:
                                "status": "n/a" if msg.startswith("n/a") else "skipped", "message": msg})
         bench.save()
         return
-    result_file = bench.out / f"child-{group}.json"
+    result_file = bench.out / "logs" / f"child-{group}.json"
     result_file.unlink(missing_ok=True)
     cmd = child_command(bench, group, result_file)
     bench.log(f"sft: child process for {group}: {' '.join(cmd)}")
@@ -1127,26 +1175,27 @@ def run_child(bench: Bench) -> None:
 def fmt(v: Any, spec: str = ".3g") -> str:
     if v is None:
         return "—"
-    if isinstance(v, float):
-        if spec.endswith("%"):
-            return f"{100 * v:.1f}%"
+    if isinstance(v, (int, float)) and spec:
         return format(v, spec)
     return str(v)
 
 
-SFT_COLS = [("tokens/s", "tokens_per_s", ",.0f"), ("MFU (6N)", "mfu_6n", "%"), ("MFU (6N+attn)", "mfu_6n_attn", "%"),
-            ("s/step", "s_per_step", ".3f"), ("tokens/step", "tokens_per_step", ",.0f"), ("pad", "pad_fraction", "%"),
+SFT_COLS = [("tokens/s", "tokens_per_s", ",.0f"), ("MFU (6N)", "mfu_6n", ".1%"),
+            ("MFU (6N+attn)", "mfu_6n_attn", ".1%"),
+            ("s/step (min-max)", "s_per_step_range", ""), ("tokens/step", "tokens_per_step", ",.0f"),
+            ("pad", "pad_fraction", ".1%"),
             ("peak mem GiB", "peak_mem_gib", ".1f"), ("settings", "settings", "")]
-GRPO_COLS = [("s/step", "s_per_step", ".2f"), ("generate s", "generate_s", ".2f"), ("reward s", "reward_s", ".3f"),
-             ("logprob s", "logprob_s", ".2f"), ("fwd+bwd s", "fwd_bwd_s", ".2f"), ("optimizer s", "optimizer_s", ".3f"),
+GRPO_COLS = [("s/step (min-max)", "s_per_step_range", ""), ("generate s", "generate_s", ".2f"),
+             ("reward s", "reward_s", ".3f"), ("logprob s", "logprob_s", ".2f"), ("fwd+bwd s", "fwd_bwd_s", ".2f"),
+             ("optimizer s", "optimizer_s", ".3f"),
              ("other s", "other_s", ".3f"), ("completion tok/step", "completion_tokens_per_step", ",.0f"),
              ("gen tok/s", "gen_tokens_per_s", ",.0f"), ("settings", "settings", "")]
 OVERHEAD_COLS = [("s/step", "s_per_step", ".3f"), ("generate s", "generate_s", ".3f"), ("reward s", "reward_s", ".4f"),
                  ("other s", "other_s", ".3f"), ("MLflow s/step", "mlflow_s", ".3f"),
                  ("MLflow calls/step", "mlflow_calls_per_step", ".1f"), ("wall s (load+train+save)", "wall_s", ".2f")]
-REWARD_COLS = [("responses", "n", ""), ("responses/s", "responses_per_s", ",.1f"), ("mean ms", "mean_ms", ".2f"),
+REWARD_COLS = [("responses", "n", ",.0f"), ("responses/s", "responses_per_s", ",.1f"), ("mean ms", "mean_ms", ".2f"),
                ("max ms", "max_ms", ".1f"), ("mean chars", "mean_chars", ",.0f"),
-               ("agreement with label", "agreement", "%")]
+               ("agreement with label", "agreement", ".2%")]
 
 
 def table(rows: list[dict], cols: list[tuple], first: list[tuple[str, Callable[[dict], str]]]) -> str:
@@ -1171,8 +1220,10 @@ def render(header: dict, rows: list[dict]) -> str:
     out = [
         f"## Training benchmark ({header.get('mode', '?')})",
         "",
-        f"- command: `{header.get('command', '')}` ({header.get('date', '')})",
-        f"- hardware: GPU {header.get('gpu', '?')}; CPU {header.get('cpu', '?')}",
+        f"- command: `{header.get('command', '')}` ({header.get('date', '')})"
+        + "".join(f"; earlier: `{c}`" for c in header.get("earlier_commands", [])),
+        f"- hardware: GPU {header.get('gpu', '?')}; CPU {header.get('cpu', '?')}; load average at start "
+        f"{header.get('load_average', '?')}",
         "- versions: " + ", ".join(f"{k} {val}" for k, val in v.items()) + f", python {header.get('python', '?')}",
         f"- measured matmul peak: {fmt(peak.get('peak_flops', 0) / scale, '.1f')} {unit} "
         f"({peak.get('matmul', '?')}, best of 10) — the MFU denominator",
@@ -1180,7 +1231,8 @@ def render(header: dict, rows: list[dict]) -> str:
     if header.get("model"):
         out.append(f"- model: {header['model']}")
     if header.get("total_s"):
-        out.append(f"- total time: {header['total_s']:.0f} s")
+        earlier = f" (+ {header['total_s_earlier']:.0f} s earlier)" if header.get("total_s_earlier") else ""
+        out.append(f"- total time: {header['total_s']:.0f} s{earlier}")
     sft = [r for r in rows if r["section"] == "sft"]
     sft.sort(key=lambda r: (r.get("seq_len", 0), [v[0] for v in SFT_VARIANTS].index(r["key"])
                             if r["key"] in [v[0] for v in SFT_VARIANTS] else 99))
@@ -1207,6 +1259,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sections", default="sft,grpo,reward,liger,zero2,compile",
                    help="comma-separated subset of sft,grpo,reward (in this process, in that order) and "
                    "liger,zero2,compile (SFT rows in child processes, after them)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own choice); on a loaded CPU "
+                   "1 thread avoids OpenMP spin-waits against other processes")
+    p.add_argument("--append", action="store_true", help="keep the rows of an earlier results.json in --out "
+                   "that this run does not measure again (e.g. a second run with --sections zero2,compile)")
+    p.add_argument("--pack-logs", action="store_true", help="at the end, pack logs/ into logs.tar.gz (few files "
+                   "to copy back from a remote machine)")
     p.add_argument("--child", choices=CHILD_GROUPS, help=argparse.SUPPRESS)
     p.add_argument("--child-result", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -1219,6 +1277,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     sizes = SIZES["quick" if args.quick else args.mode]
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     bench = Bench(args, sizes)
     with capture_output(bench.out / "logs" / "imports.log"):
         import torch  # noqa: F401  (imports before the clock of any row)
@@ -1233,7 +1295,13 @@ def main(argv: list[str] | None = None) -> int:
         run_child(bench)
         return 0
     bench.header = collect_header(bench)
-    bench.header["peak"] = measure_peak(sizes.matmul_n)
+    prev = bench.previous_header
+    if prev.get("peak"):  # appending: keep the peak the earlier rows' MFU was computed with
+        bench.header["peak"] = prev["peak"]
+        bench.header["earlier_commands"] = prev.get("earlier_commands", []) + [prev.get("command", "?")]
+        bench.header["total_s_earlier"] = prev.get("total_s", 0) + prev.get("total_s_earlier", 0)
+    else:
+        bench.header["peak"] = measure_peak(sizes.matmul_n)
     s = sizes.model
     bench.header["model"] = (f"Qwen2 random init, hidden {s['hidden']}, {s['layers']} layers, {s['heads']} heads, "
                              f"{s['kv_heads']} KV heads, FFN {s['ffn']}, vocab {s['vocab']}, tied embeddings")
@@ -1254,7 +1322,13 @@ def main(argv: list[str] | None = None) -> int:
         bench.header["total_s"] = time.time() - bench.start
         bench.save()
         shutil.rmtree(bench.work, ignore_errors=True)
-    text = render(bench.header, bench.rows)
+        if args.pack_logs:
+            import tarfile
+
+            with tarfile.open(bench.out / "logs.tar.gz", "w:gz") as tar:
+                tar.add(bench.out / "logs", arcname="logs")
+            shutil.rmtree(bench.out / "logs", ignore_errors=True)
+    text = render(bench.header, bench.all_rows())
     print(text)
     bench.log(f"wrote {bench.out / 'table.md'} and {bench.out / 'results.json'}")
     return 0

@@ -180,8 +180,11 @@ def run_dvc_stage(stage: str, spec: dict[str, Any]) -> dict[str, Any]:
             proc = orch.run_in_process_group(cmd, spec["project_dir"], env, timeout, on_line, spec["kill_grace_s"])
     except BaseException:
         # Cancelled (Prefect's TerminationSignal, Ctrl-C): the process group is already gone.
-        client.set_tag(run_id, "r1.status", "killed")
-        client.set_terminated(run_id, "KILLED")
+        try:
+            client.set_tag(run_id, "r1.status", "killed")
+            client.set_terminated(run_id, "KILLED")
+        except Exception as exc:  # noqa: BLE001 (the cancellation must propagate whatever MLflow says)
+            logger.warning("could not mark MLflow run %s KILLED: %s", run_id, exc)
         raise
     result["seconds"] = round(proc.seconds, 1)
     if proc.timed_out:

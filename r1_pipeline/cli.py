@@ -158,8 +158,21 @@ def run_cmd(
     import os
 
     from r1_pipeline import orchestration as orch
+    from r1_pipeline import services
 
     overrides = list(set_ or [])
+    # A temporary in-process Prefect server (no PREFECT_API_URL) must not phone home either (and analytics can
+    # lock its database).
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # Servers started by `r1 services up` are used even when their variables were not exported (before Prefect
+    # is imported, so its settings see them): a second writer on mlflow.db next to the server could lock it.
+    running = services.status(".")
+    if not os.environ.get("PREFECT_API_URL") and running["prefect"].get("healthy"):
+        os.environ["PREFECT_API_URL"] = running["prefect"]["url"]
+        typer.echo(f"using the Prefect server of `r1 services up`: {running['prefect']['url']}")
+    if not os.environ.get("MLFLOW_TRACKING_URI") and running["mlflow"].get("healthy"):
+        os.environ["MLFLOW_TRACKING_URI"] = running["mlflow"]["url"]
+        typer.echo(f"using the MLflow server of `r1 services up`: {running['mlflow']['url']}")
     # Everything that can be checked fails here, in seconds, before Prefect starts.
     try:
         graph = orch.stage_graph(".")

@@ -32,12 +32,10 @@ def pretrain(
     tokenizer.padding_side = "right"  # training pads on the right; positions start at 0 for every row
     encoded = tokenizer(texts, truncation=True, max_length=max_length)
     ids = encoded["input_ids"]
-    dataset = Dataset.from_dict({"input_ids": ids, "length": [len(x) for x in ids]})
+    dataset = Dataset.from_dict({"input_ids": ids})
     args = TrainingArguments(
         output_dir=str(paths.checkpoint_dir(stage)),
         max_steps=steps,
-        # Documents vary 2-3x in length; batching similar lengths together halves the padding compute.
-        train_sampling_strategy="group_by_length",
         per_device_train_batch_size=batch_size,
         learning_rate=learning_rate,
         lr_scheduler_type="cosine",

@@ -36,7 +36,17 @@ def configure(cfg: Config) -> None:
     mlflow.set_tracking_uri(tracking_uri(cfg))
     # The flow may have set the experiment by name already; a mismatch would break resuming its run.
     os.environ.setdefault("MLFLOW_EXPERIMENT_NAME", cfg.project.mlflow_experiment)
-    mlflow.set_experiment(os.environ["MLFLOW_EXPERIMENT_NAME"])
+    name = os.environ["MLFLOW_EXPERIMENT_NAME"]
+    uri = tracking_uri(cfg)
+    if uri.startswith("sqlite:///") and mlflow.get_experiment_by_name(name) is None:
+        # Without a server, MLflow would put artifacts in ./mlruns of whichever directory first created the
+        # experiment; keep them next to the database instead.
+        artifacts = (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").resolve()
+        try:
+            mlflow.create_experiment(name, artifact_location=artifacts.as_uri())
+        except mlflow.exceptions.MlflowException:
+            pass  # another stage process created it first
+    mlflow.set_experiment(name)
 
 
 def git_commit() -> str | None:

@@ -137,6 +137,7 @@ def mark_skipped(stage: str, reason: str) -> None:
         return
     with atomic_path(paths.model_dir(stage), is_dir=True) as tmp:
         (tmp / SKIP_MARKER).write_text(reason + "\n")
+    write_jsonl(paths.train_log(stage), [])  # the declared step log exists, empty
     print(f"{stage}: skipped ({reason})")
 
 

@@ -67,7 +67,8 @@ def smoke_datasets():
 def smoke_math_verify():
     from r1_pipeline.rewards import accuracy_reward
 
-    got = accuracy_reward(["<think>1/2</think><answer>\\frac{1}{2}</answer>", "<answer>3</answer>"], answer=["0.5", "4"])
+    got = accuracy_reward(["<think>1/2</think><answer>\\frac{1}{2}</answer>", "<answer>3</answer>"],
+                          answer=["0.5", "4"])
     assert got == [1.0, 0.0], got
     return f"accuracy_reward {got}"
 
@@ -93,6 +94,8 @@ def smoke_deepspeed():
 
 def smoke_trl():
     from trl import GRPOConfig, GRPOTrainer, SFTConfig, SFTTrainer  # noqa: F401
+
+    assert all((GRPOConfig, GRPOTrainer, SFTConfig, SFTTrainer))
 
     return "SFTTrainer, GRPOTrainer"
 
