@@ -12,7 +12,7 @@ fi
 export PYTHONUNBUFFERED=1 MLFLOW_TRACKING_URI="sqlite:///$OUT/mlflow.db" TOKENIZERS_PARALLELISM=false
 python3 scripts/gpu_check_imports.py 2>&1 | tee "$OUT/versions.txt"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee -a "$OUT/versions.txt"
-python3 bench/pipeline_times.py --profile gpu --workdir "$PWD/gpu-work" --stages "${1:-data,base,sft,grpo,r1_zero,rejection,distill,evaluate,report}" \
+timeout "${PIPELINE_TIMEOUT:-540}" python3 bench/pipeline_times.py --profile gpu --workdir "$PWD/gpu-work" --stages "${1:-data,base,sft,grpo,r1_zero,rejection,distill,evaluate,report}" \
   2>&1 | tee "$OUT/pipeline_times.txt"
 rc=${PIPESTATUS[0]}
 # the device tool returns at most 8 files: stage logs and the report folder travel as one tarball
