@@ -36,7 +36,7 @@ def main() -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     cfg = validate(apply_overrides(profile_dict(args.profile), args.overrides), f"profile {args.profile}", ROOT)
     (workdir / "params.yaml").write_text(to_yaml(cfg))
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     env.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{workdir / 'mlflow.db'}")
     times: dict[str, float] = {}
     for stage in args.stages.split(","):
