@@ -51,7 +51,8 @@ def student_init(cfg: Config):
     tokenizer.save_pretrained(init_dir)
     (init_dir / "r1_pipeline_tokenizer.json").write_text("{}")
     (init_dir / "fingerprint.txt").write_text(fp)
-    return model, tokenizer
+    # a fresh copy: the pretrained object carries its trainer's DeepSpeed hooks, which break a second engine
+    return load_model_and_tokenizer(init_dir, resolve_device(cfg.project.device), cfg.project.precision)
 
 
 def logit_distill(cfg: Config, model, tokenizer, rows: list[dict]):
