@@ -444,33 +444,6 @@ def sft_dataset(sizes: Sizes, seq_len: int, batch: int, seed: int):
     return Dataset.from_dict({"input_ids": ids, "completion_mask": masks})
 
 
-def packed_rows_dataset(dataset, seq_len: int):
-    """Our proposal for packing without a varlen attention kernel: best-fit-decreasing packing (TRL's
-    pack_dataset) into rows of seq_len, kept as separate rows; the collator gives per-document position_ids
-    and no attention_mask, so transformers builds a block-diagonal causal mask per row (cost ~ rows x seq_len^2)
-    instead of one mask over the whole flattened batch (cost ~ (rows x seq_len)^2) as padding_free does."""
-    from trl.data_utils import pack_dataset
-
-    def labels(ex):
-        return {"labels": [t if m else -100 for t, m in zip(ex["input_ids"], ex["completion_mask"])]}
-
-    ds = dataset.map(labels, remove_columns=["completion_mask"])
-    return pack_dataset(ds, seq_length=seq_len, strategy="bfd")
-
-
-def packed_rows_collator(pad_id: int):
-    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
-
-    class PackedRowsCollator(DataCollatorForLanguageModeling):
-        def torch_call(self, examples):
-            out = super().torch_call(examples)
-            out.pop("attention_mask", None)  # packed-sequence detection needs position_ids alone
-            out["labels"][out["position_ids"] == 0] = -100  # never predict a document's first token
-            return out
-
-    return PackedRowsCollator(pad_token_id=pad_id, padding_free=False, return_position_ids=True)
-
-
 def our_config(mode: str, overrides: list[str]):
     """The validated config of the profile our stages run in this mode (gpu profile on GPU, tiny on CPU)."""
     from r1_pipeline.config import apply_overrides, profile_dict, validate
@@ -486,7 +459,7 @@ SFT_VARIANTS = [
     ("bare_liger", "bare TRL + Liger kernels", "bare", {"use_liger_kernel": True}, "liger"),
     ("ours", "ours (stage SFTConfig, as configured)", "ours", {}, "main"),
     ("ours_packing", "ours + packing (bfd, padding-free)", "ours", {"packing": True}, "main"),
-    ("ours_rows", "ours + packing in rows (proposed)", "ours", {"packed_rows": True}, "main"),
+    ("ours_rows", "ours + packing in rows (sft.packing: true)", "ours", {"packed_rows": True}, "main"),
     ("ours_rows_liger", "ours + packing in rows + Liger", "ours", {"packed_rows": True, "use_liger_kernel": True},
      "liger"),
     ("ours_flash", "ours + packing + flash_attention_2", "ours", {"packing": True, "attn": "flash_attention_2"},
@@ -547,6 +520,8 @@ def run_sft(bench: Bench, key: str, kind: str, changes: dict, seq_len: int) -> d
     dataset = sft_dataset(sizes, seq_len, batch, seed=seq_len)
     collator = None
     if changes.get("packed_rows"):
+        from r1_pipeline.sft import packed_rows_collator, packed_rows_dataset
+
         dataset = packed_rows_dataset(dataset, seq_len)
         collator = packed_rows_collator(tok.pad_token_id)
     record = Record()

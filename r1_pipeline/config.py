@@ -261,7 +261,7 @@ class SFTConfig(TrainerConfig):
     enabled: bool = Field(True, description="Run cold-start SFT; when false, GRPO starts from the base model.")
     max_length: int = Field(128, ge=8, description="Truncate conversations to this many tokens.")
     completion_only_loss: bool = Field(True, description="Loss on the assistant turn only, not the prompt.")
-    packing: bool = Field(False, description="Pack several conversations into one sequence.")
+    packing: bool = Field(False, description="Pack several conversations into each row of max_length (best-fit-decreasing, per-document positions, no cross-document attention); faster when lengths vary.")
 
 
 class GRPOConfig(TrainerConfig):

@@ -90,3 +90,26 @@ def test_stage_relaunches_through_accelerate_only_when_asked(monkeypatch):
     assert cmd[-4:] == ["-m", "tasks.grpo", "--set", "x=1"]
     monkeypatch.setenv("R1_LAUNCHED", "1")
     assert launch_command(cfg, "grpo", []) is None  # already inside the launcher: no recursion
+
+
+def test_sft_packing_in_rows_keeps_documents_apart():
+    from datasets import Dataset
+
+    from r1_pipeline.sft import packed_rows_collator, packed_rows_dataset
+
+    docs = [{"input_ids": list(range(10, 10 + n)), "completion_mask": [0] * 2 + [1] * (n - 2), "extra": "x"}
+            for n in (5, 7, 3, 6)]
+    packed = packed_rows_dataset(Dataset.from_list(docs), max_length=10)
+    rows = list(packed)
+    assert all(len(r["input_ids"]) <= 10 for r in rows) and sum(len(r["input_ids"]) for r in rows) == 21
+    assert sorted(n for r in rows for n in r["seq_lengths"]) == [3, 5, 6, 7]
+    batch = packed_rows_collator(pad_id=0)(rows)
+    assert "attention_mask" not in batch
+    for row, positions, labels in zip(rows, batch["position_ids"], batch["labels"]):
+        starts = [0]
+        for n in row["seq_lengths"][:-1]:
+            starts.append(starts[-1] + n)
+        # positions restart at every document; a document's prompt (2 tokens) and first token predict nothing
+        assert [i for i, p in enumerate(positions.tolist()[:len(row["input_ids"])]) if p == 0] == starts
+        for s in starts:
+            assert labels[s].item() == -100 and labels[s + 1].item() == -100 and labels[s + 2].item() != -100
