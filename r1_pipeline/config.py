@@ -267,7 +267,7 @@ class SFTConfig(TrainerConfig):
 class GRPOConfig(TrainerConfig):
     learning_rate: float = Field(3e-5, gt=0, description="Peak learning rate (above 1e-4 collapsed a tiny model).")
     lr_scheduler_type: str = Field("constant_with_warmup", description="transformers scheduler name.")
-    max_steps: int = Field(100, ge=1, description="GRPO optimizer steps.")
+    max_steps: int = Field(90, ge=1, description="GRPO optimizer steps.")
     per_device_train_batch_size: int = Field(
         64, ge=1, description="Completions per device per step (= prompts x num_generations)."
     )

@@ -33,6 +33,9 @@ def configure(cfg: Config) -> None:
     # MLflow's INFO chatter (db creation, system-metrics start/stop) would bury a stage's own errors.
     logging.getLogger("mlflow").setLevel(logging.WARNING)
 
+    # Trainer metrics are logged once per profiled call (8-9 a GRPO step); synchronous logging cost 0.20 s a
+    # step on CPU with SQLite (docs/benchmarks.md). Async logging queues them; end_run() flushes the queue.
+    os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "true")
     mlflow.set_tracking_uri(tracking_uri(cfg))
     # The flow may have set the experiment by name already; a mismatch would break resuming its run.
     os.environ.setdefault("MLFLOW_EXPERIMENT_NAME", cfg.project.mlflow_experiment)
