@@ -245,10 +245,6 @@ class BaseModelConfig(Section):
     pretrain_learning_rate: float = Field(3e-3, gt=0, description="Peak pretraining learning rate (cosine).")
     pretrain_warmup_steps: int = Field(30, ge=0, description="Pretraining warmup steps.")
     pretrain_save_steps: int = Field(100, ge=1, description="Write a resumable pretraining checkpoint every N steps.")
-    pretrain_packing: bool = Field(
-        True, description="Pack documents into rows of max_position_embeddings tokens (per-document positions, no "
-        "cross-document attention) instead of padding each batch to its longest document; pretrain_batch_size "
-        "then counts documents on average. Halves the padded compute of short synthetic documents.")
 
     @model_validator(mode="after")
     def _check(self) -> "BaseModelConfig":

@@ -24,7 +24,7 @@ def render_documents(rows: list[dict], tokenizer, system_prompt: str | None) -> 
 
 def pretrain(
     model, tokenizer, texts: list[str], *, stage: str, cfg: Config, steps: int, batch_size: int,
-    learning_rate: float, warmup_steps: int, save_steps: int, max_length: int, fingerprint: str, packing: bool = False, report: bool = True,
+    learning_rate: float, warmup_steps: int, save_steps: int, max_length: int, fingerprint: str, report: bool = True,
 ):
     """Train `model` on `texts` with transformers' Trainer (resumable from checkpoints/<stage>)."""
     from datasets import Dataset
@@ -33,15 +33,6 @@ def pretrain(
     encoded = tokenizer(texts, truncation=True, max_length=max_length)
     ids = encoded["input_ids"]
     dataset = Dataset.from_dict({"input_ids": ids})
-    collator = DataCollatorForLanguageModeling(tokenizer, mlm=False)
-    if packing:
-        from r1_pipeline.sft import packed_rows_collator, packed_rows_dataset
-
-        mean_len = sum(map(len, ids)) / max(1, len(ids))
-        dataset = packed_rows_dataset(dataset, max_length)
-        collator = packed_rows_collator(tokenizer.pad_token_id)
-        # rows per step such that a step still sees about batch_size documents
-        batch_size = max(1, round(batch_size * mean_len / max_length))
     args = TrainingArguments(
         output_dir=str(paths.checkpoint_dir(stage)),
         max_steps=steps,
@@ -61,13 +52,12 @@ def pretrain(
         run_name=stage,
         disable_tqdm=True,
         dataloader_num_workers=0,
-        remove_unused_columns=False,  # packed rows carry seq_lengths, which the collator turns into position_ids
     )
     trainer = Trainer(
         model=model,
         args=args,
         train_dataset=dataset,
-        data_collator=collator,
+        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
         processing_class=tokenizer,
     )
     trainer.train(resume_from_checkpoint=resume_checkpoint(stage, fingerprint))

@@ -37,7 +37,7 @@ def from_scratch(cfg: Config) -> dict:
     trainer = pretrain(
         model, tokenizer, texts, stage="base", cfg=cfg, steps=b.pretrain_steps, batch_size=b.pretrain_batch_size,
         learning_rate=b.pretrain_learning_rate, warmup_steps=b.pretrain_warmup_steps,
-        save_steps=b.pretrain_save_steps, packing=b.pretrain_packing, max_length=b.max_position_embeddings,
+        save_steps=b.pretrain_save_steps, max_length=b.max_position_embeddings,
         fingerprint=fingerprint(b.model_dump(mode="json"), cfg.chat.model_dump(), cfg.project.seed, paths.CORPUS),
     )
     write_log_history(trainer, "base")

@@ -42,7 +42,7 @@ def student_init(cfg: Config):
         trainer = pretrain(
             model, tokenizer, texts, stage="distill_student", cfg=cfg, steps=d.student_pretrain_steps,
             batch_size=b.pretrain_batch_size, learning_rate=b.pretrain_learning_rate,
-            warmup_steps=b.pretrain_warmup_steps, save_steps=b.pretrain_save_steps, packing=b.pretrain_packing,
+            warmup_steps=b.pretrain_warmup_steps, save_steps=b.pretrain_save_steps,
             max_length=b.max_position_embeddings, fingerprint=fp, report=False,
         )
         model = trainer.model
