@@ -524,6 +524,7 @@ def run_sft(bench: Bench, key: str, kind: str, changes: dict, seq_len: int) -> d
 
         dataset = packed_rows_dataset(dataset, seq_len)
         collator = packed_rows_collator(tok.pad_token_id)
+        model.config.use_cache = False  # else transformers skips packed-sequence masking
     record = Record()
 
     class BenchSFTTrainer(SFTTrainer):

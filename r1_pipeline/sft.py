@@ -39,7 +39,11 @@ def train_sft(model, tokenizer, records: list[dict], tc: TrainerConfig, cfg: Con
     if packing:
         trainer.train_dataset = packed_rows_dataset(trainer.train_dataset, max_length)
         trainer.data_collator = packed_rows_collator(tokenizer.pad_token_id)
+        # with a KV cache in the forward pass transformers skips packed-sequence detection, and documents in one
+        # row would attend to each other (tests/unit/test_core.py checks the logits)
+        model.config.use_cache = False
     trainer.train(resume_from_checkpoint=resume_checkpoint(stage, fingerprint))
+    model.config.use_cache = True  # generation (and the saved config) wants it back
     tokenizer.padding_side = "left"
     write_log_history(trainer, stage)
     return trainer

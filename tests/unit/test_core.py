@@ -113,3 +113,23 @@ def test_sft_packing_in_rows_keeps_documents_apart():
         assert [i for i, p in enumerate(positions.tolist()[:len(row["input_ids"])]) if p == 0] == starts
         for s in starts:
             assert labels[s].item() == -100 and labels[s + 1].item() == -100 and labels[s + 2].item() != -100
+
+
+def test_packed_rows_do_not_attend_across_documents():
+    """A packed document's logits equal the document's own, as the SFT stage trains them (no KV cache)."""
+    import torch
+    import transformers
+
+    from r1_pipeline.sft import packed_rows_collator
+
+    config = transformers.Qwen2Config(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                      num_key_value_heads=1, intermediate_size=64, max_position_embeddings=64,
+                                      use_cache=False)
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(config).train()
+    a, b = list(range(3, 10)), list(range(20, 25))
+    batch = packed_rows_collator(pad_id=0)([{"input_ids": a + b, "seq_lengths": [7, 5]}])
+    with torch.no_grad():
+        packed = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"]).logits[0, 7:]
+        alone = model(input_ids=torch.tensor([b])).logits[0]
+    assert torch.allclose(packed, alone, atol=1e-5)
