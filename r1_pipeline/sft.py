@@ -54,7 +54,7 @@ def packed_rows_dataset(dataset, max_length: int):
     max_length, kept as separate rows. The collator gives per-document position_ids and no attention_mask, so
     transformers builds a block-diagonal causal mask per row (cost ~ rows x max_length^2) instead of one mask
     over the whole flattened batch (cost ~ (rows x max_length)^2), which is what TRL's padding-free packing
-    costs with SDPA. On one H200 this ran 1.9x faster than padding at 1k (docs/benchmarks.md)."""
+    costs with SDPA (docs/benchmarks.md)."""
     from trl.data_utils import pack_dataset
 
     def labels(ex):
