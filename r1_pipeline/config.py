@@ -240,7 +240,7 @@ class BaseModelConfig(Section):
     intermediate_size: int = Field(384, ge=8, description="FFN size of a from-scratch model.")
     max_position_embeddings: int = Field(256, ge=16, description="Context length of a from-scratch model.")
     tie_word_embeddings: bool = Field(True, description="Share input and output embeddings.")
-    pretrain_steps: int = Field(700, ge=1, description="Pretraining optimizer steps on the synthetic corpus.")
+    pretrain_steps: int = Field(1000, ge=1, description="Pretraining optimizer steps on the synthetic corpus.")
     pretrain_batch_size: int = Field(64, ge=1, description="Documents per pretraining step.")
     pretrain_learning_rate: float = Field(3e-3, gt=0, description="Peak pretraining learning rate (cosine).")
     pretrain_warmup_steps: int = Field(30, ge=0, description="Pretraining warmup steps.")
@@ -267,7 +267,7 @@ class SFTConfig(TrainerConfig):
 class GRPOConfig(TrainerConfig):
     learning_rate: float = Field(3e-5, gt=0, description="Peak learning rate (above 1e-4 collapsed a tiny model).")
     lr_scheduler_type: str = Field("constant_with_warmup", description="transformers scheduler name.")
-    max_steps: int = Field(90, ge=1, description="GRPO optimizer steps.")
+    max_steps: int = Field(60, ge=1, description="GRPO optimizer steps.")
     per_device_train_batch_size: int = Field(
         64, ge=1, description="Completions per device per step (= prompts x num_generations)."
     )
