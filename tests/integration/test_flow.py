@@ -287,19 +287,25 @@ def test_workspace_slot_is_exclusive(prefect_api, toy):
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["prefect-cancel-sigterm", "ctrl-c"])
-def test_cancellation_kills_the_whole_stage_process_tree(prefect_api, toy, sig):
+def test_cancellation_kills_the_whole_stage_process_tree(prefect_api, toy, sig, tmp_path):
     """A process worker cancels a flow run with SIGTERM; a terminal's Ctrl-C is SIGINT. Either way no process
     of the running stage (dvc, the shell, the stage, its grandchild) may survive the flow process."""
     (toy / "pids.txt").unlink(missing_ok=True)
-    code = ("from flows.r1_pipeline import r1_pipeline\n"
+    # faulthandler: if the flow process ever hangs, SIGUSR1 prints where every thread is.
+    code = ("import faulthandler, signal; faulthandler.register(signal.SIGUSR1, all_threads=True)\n"
+            "from flows.r1_pipeline import r1_pipeline\n"
             f"r1_pipeline(stages=['sleepy'], project_dir={str(toy)!r}, retries=0, kill_grace_s=3)\n")
     env = stage_env({"PREFECT_API_URL": prefect_api, "PYTHONPATH": str(ROOT)})
-    flow_proc = subprocess.Popen([sys.executable, "-c", code], cwd=toy, env=env, stdout=subprocess.PIPE,
-                                 stderr=subprocess.STDOUT, text=True)
+    # The output goes to a file, not a pipe: a pipe nobody reads until the end fills up (64 KiB of Prefect logs
+    # and tracebacks) and blocks the flow process in write(), which then never exits.
+    log_path = tmp_path / "flow.log"
+    with open(log_path, "w") as log:
+        flow_proc = subprocess.Popen([sys.executable, "-c", code], cwd=toy, env=env, stdout=log,
+                                     stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.time() + 90
         while not (toy / "pids.txt").exists() or not (toy / "pids.txt").read_text().strip():
-            assert flow_proc.poll() is None, flow_proc.stdout.read()
+            assert flow_proc.poll() is None, log_path.read_text()[-3000:]
             assert time.time() < deadline, "the stage never started"
             time.sleep(0.2)
         import psutil
@@ -308,8 +314,14 @@ def test_cancellation_kills_the_whole_stage_process_tree(prefect_api, toy, sig):
         tree = {p.pid for p in psutil.Process(flow_proc.pid).children(recursive=True)}
         assert set(stage_pids) <= tree
         flow_proc.send_signal(sig)
-        flow_proc.wait(timeout=150)  # generous: on a loaded 2-core machine Prefect's shutdown took over 60 s
-        output = flow_proc.stdout.read()
+        try:
+            flow_proc.wait(timeout=150)  # generous: a loaded 2-core machine
+        except subprocess.TimeoutExpired:
+            flow_proc.send_signal(signal.SIGUSR1)
+            time.sleep(2)
+            pytest.fail(f"the flow process did not exit within 150 s of {sig.name}; its threads:\n"
+                        f"{log_path.read_text()[-12000:]}")
+        output = log_path.read_text()
         time.sleep(0.5)
         survivors = [p for p in tree if alive(p)]
         assert not survivors, (survivors, output[-3000:])
