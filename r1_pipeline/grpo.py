@@ -91,6 +91,7 @@ def train_grpo(cfg: Config, section: GRPOConfig, stage: str, init_model) -> dict
         **trainer_kwargs(section, cfg, stage),
         num_generations=section.num_generations,
         num_iterations=section.num_iterations,
+        steps_per_generation=section.steps_per_generation,
         beta=section.beta,
         epsilon=section.epsilon,
         epsilon_high=section.epsilon_high if section.epsilon_high is not None else section.epsilon,

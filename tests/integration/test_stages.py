@@ -97,6 +97,20 @@ def test_r1_zero_logs_length_per_step(workdir):
     assert [r["step"] for r in log] == [1, 2] and all("completions/mean_length" in r for r in log)
 
 
+def test_steps_per_generation_reuses_one_generation_round(workdir, tmp_path):
+    """`steps_per_generation: 2` (TRL's knob): rollouts are generated on steps 1 and 3 and serve two steps each."""
+    import shutil
+
+    for rel in ("outputs/data", "outputs/models/base"):
+        shutil.copytree(workdir / rel, tmp_path / rel)
+    cfg = apply_overrides(profile_dict("micro"), ["r1_zero.steps_per_generation=2", "r1_zero.max_steps=4"])
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(cfg))
+    run(tmp_path, "r1_zero")
+    log = [r for r in read_jsonl(tmp_path / "outputs/logs/r1_zero.jsonl") if "loss" in r]
+    assert [r["step"] for r in log] == [1, 2, 3, 4]
+    assert [r["step"] for r in log if "completions/mean_length" in r] == [1, 3]
+
+
 def test_rejection_writes_dataset_and_stats(workdir):
     run(workdir, "rejection")
     stats = json.loads((workdir / "outputs/rejection/stats.json").read_text())
