@@ -205,6 +205,10 @@ class TrainerConfig(Section):
     per_device_train_batch_size: int = Field(16, ge=1, description="Batch size per device.")
     gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
     gradient_checkpointing: bool = Field(False, description="Recompute activations to save memory.")
+    use_liger_kernel: bool = Field(
+        False, description="Liger's Triton kernels (fused linear cross-entropy, RMSNorm, RoPE, SwiGLU; TRL's "
+        "fused GRPO loss in GRPO stages). Needs a CUDA GPU and `pip install 'r1-pipeline[liger]'`."
+    )
     logging_steps: int = Field(5, ge=1, description="Log metrics every N steps.")
     save_steps: int = Field(50, ge=1, description="Write a resumable checkpoint every N steps.")
     save_total_limit: int = Field(2, ge=1, description="Resumable checkpoints kept.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -17,6 +18,7 @@ from r1_pipeline.tracking import is_main_process
 TRAINER_FIELDS = (
     "learning_rate", "lr_scheduler_type", "weight_decay", "max_grad_norm", "num_train_epochs",
     "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "gradient_checkpointing",
+    "use_liger_kernel",
     "logging_steps", "save_steps", "save_total_limit",
 )
 
@@ -37,6 +39,11 @@ def trainer_kwargs(tc: TrainerConfig, cfg: Config, stage: str, report: bool = Tr
     the same TrainingArguments keys with other values, which MLflow rejects.
     """
     device = resolve_device(cfg.project.device)
+    if tc.use_liger_kernel and importlib.util.find_spec("liger_kernel") is None:
+        from r1_pipeline.stage import StageError
+
+        raise StageError(f"{stage}.use_liger_kernel is true but liger-kernel is not installed "
+                         "(pip install 'r1-pipeline[liger]', on a CUDA machine)")
     kwargs = {name: getattr(tc, name) for name in TRAINER_FIELDS}
     kwargs.update(
         warmup_steps=tc.warmup_ratio,  # transformers 5: a float below 1 is a ratio of the total steps

@@ -133,3 +133,25 @@ def test_packed_rows_do_not_attend_across_documents():
         packed = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"]).logits[0, 7:]
         alone = model(input_ids=torch.tensor([b])).logits[0]
     assert torch.allclose(packed, alone, atol=1e-5)
+
+
+def test_liger_kernel_without_the_package_is_a_clear_error():
+    """`use_liger_kernel: true` where liger-kernel is not installed (CI, CPU) names the key before training starts."""
+    import importlib.util
+
+    from r1_pipeline.stage import StageError
+    from r1_pipeline.training import trainer_kwargs
+
+    if importlib.util.find_spec("liger_kernel") is not None:
+        pytest.skip("liger-kernel is installed here")
+    cfg = load_config_with([])
+    assert trainer_kwargs(cfg.sft, cfg, "sft", report=False)["use_liger_kernel"] is False
+    cfg = load_config_with(["sft.use_liger_kernel=true"])
+    with pytest.raises(StageError, match=r"sft\.use_liger_kernel is true but liger-kernel is not installed"):
+        trainer_kwargs(cfg.sft, cfg, "sft", report=False)
+
+
+def load_config_with(overrides: list[str]):
+    from r1_pipeline.config import apply_overrides, profile_dict, validate
+
+    return validate(apply_overrides(profile_dict("micro"), overrides), "micro")
