@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import importlib.util
 
 from transformers import TrainerCallback
 
@@ -13,7 +12,7 @@ from r1_pipeline.config import Config, GRPOConfig
 from r1_pipeline.io import read_jsonl
 from r1_pipeline.modeling import load_model_and_tokenizer, resolve_device
 from r1_pipeline.rewards import REWARD_REGISTRY
-from r1_pipeline.stage import StageError, require
+from r1_pipeline.stage import require, require_package
 from r1_pipeline.training import fingerprint, resume_checkpoint, save_trainer_final, trainer_kwargs, write_log_history
 
 
@@ -82,8 +81,8 @@ def rl_dataset(cfg: Config, section: GRPOConfig):
 def train_grpo(cfg: Config, section: GRPOConfig, stage: str, init_model) -> dict:
     from trl import GRPOConfig as TRLGRPOConfig, GRPOTrainer
 
-    if section.use_vllm and importlib.util.find_spec("vllm") is None:
-        raise StageError(f"{stage}.use_vllm is true but vllm is not installed (pip install 'r1-pipeline[vllm]')")
+    if section.use_vllm:
+        require_package("vllm", f"{stage}.use_vllm", "pip install 'r1-pipeline[vllm]'")
     dataset = rl_dataset(cfg, section)
     tracking.log_dataset(paths.RL_TRAIN, "rl_train", "training")
     recorder = CompletionRecorder(section.reward_funcs)

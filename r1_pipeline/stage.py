@@ -28,6 +28,14 @@ def require(path: str | Path, producer: str) -> Path:
     return p
 
 
+def require_package(module: str, key: str, install: str) -> None:
+    """A param that needs an optional package (vllm, liger-kernel): a clear error naming the key when it is absent."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise StageError(f"{key} is true but {module} is not installed ({install})")
+
+
 def seed_everything(seed: int) -> None:
     import numpy as np
     import torch

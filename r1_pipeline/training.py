@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -13,6 +12,7 @@ from r1_pipeline import paths
 from r1_pipeline.config import PROJECT_ROOT, Config, TrainerConfig
 from r1_pipeline.io import atomic_path, write_jsonl
 from r1_pipeline.modeling import resolve_device, save_tokenizer
+from r1_pipeline.stage import require_package
 from r1_pipeline.tracking import is_main_process
 
 TRAINER_FIELDS = (
@@ -39,11 +39,8 @@ def trainer_kwargs(tc: TrainerConfig, cfg: Config, stage: str, report: bool = Tr
     the same TrainingArguments keys with other values, which MLflow rejects.
     """
     device = resolve_device(cfg.project.device)
-    if tc.use_liger_kernel and importlib.util.find_spec("liger_kernel") is None:
-        from r1_pipeline.stage import StageError
-
-        raise StageError(f"{stage}.use_liger_kernel is true but liger-kernel is not installed "
-                         "(pip install 'r1-pipeline[liger]', on a CUDA machine)")
+    if tc.use_liger_kernel:
+        require_package("liger_kernel", f"{stage}.use_liger_kernel", "pip install 'r1-pipeline[liger]', on a CUDA machine")
     kwargs = {name: getattr(tc, name) for name in TRAINER_FIELDS}
     kwargs.update(
         warmup_steps=tc.warmup_ratio,  # transformers 5: a float below 1 is a ratio of the total steps

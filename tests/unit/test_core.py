@@ -147,7 +147,7 @@ def test_liger_kernel_without_the_package_is_a_clear_error():
     cfg = load_config_with([])
     assert trainer_kwargs(cfg.sft, cfg, "sft", report=False)["use_liger_kernel"] is False
     cfg = load_config_with(["sft.use_liger_kernel=true"])
-    with pytest.raises(StageError, match=r"sft\.use_liger_kernel is true but liger-kernel is not installed"):
+    with pytest.raises(StageError, match=r"sft\.use_liger_kernel is true but liger_kernel is not installed"):
         trainer_kwargs(cfg.sft, cfg, "sft", report=False)
 
 
