@@ -123,6 +123,27 @@ def stage_cmd(
     raise typer.Exit(subprocess.call(cmd))
 
 
+dag_app = typer.Typer(help="The stage graph in dvc.yaml.", no_args_is_help=True)
+app.add_typer(dag_app, name="dag")
+
+
+@dag_app.command("check")
+def dag_check(fix: bool = typer.Option(False, "--fix", help="Rewrite each stage's deps line from its imports.")):
+    """Fail when a stage's dvc.yaml deps miss a project module it imports (or list one it does not)."""
+    from r1_pipeline.codedeps import check_dvc_deps, fix_dvc_yaml, format_reports
+
+    if fix:
+        changed = fix_dvc_yaml()
+        typer.echo(f"dvc.yaml: deps rewritten for {', '.join(changed)}" if changed else "dvc.yaml: deps already complete")
+        return
+    problems = format_reports(check_dvc_deps())
+    if problems:
+        typer.echo(problems, err=True)
+        typer.echo("fix: r1 dag check --fix", err=True)
+        raise typer.Exit(1)
+    typer.echo("dvc.yaml: every stage lists exactly the project code it imports")
+
+
 
 # ------------------------------------------------------------------------------ orchestration: run, services, deploy
 

@@ -13,7 +13,8 @@ from r1_pipeline.io import read_jsonl
 from r1_pipeline.modeling import load_model_and_tokenizer, resolve_device
 from r1_pipeline.rewards import REWARD_REGISTRY
 from r1_pipeline.stage import require, require_package
-from r1_pipeline.training import fingerprint, resume_checkpoint, save_trainer_final, trainer_kwargs, write_log_history
+from r1_pipeline import checkpoints
+from r1_pipeline.training import save_trainer_final, trainer_kwargs, write_log_history
 
 
 class CompletionRecorder:
@@ -116,8 +117,7 @@ def train_grpo(cfg: Config, section: GRPOConfig, stage: str, init_model) -> dict
         processing_class=tokenizer,
         callbacks=[CompletionTableCallback(recorder, stage, section.log_completions_steps, section.num_completions_to_log)],
     )
-    fp = fingerprint(section.model_dump(mode="json"), cfg.chat.model_dump(), cfg.project.seed, paths.RL_TRAIN, init_model)
-    trainer.train(resume_from_checkpoint=resume_checkpoint(stage, fp))
+    checkpoints.train(trainer, stage, checkpoints.resume_key(cfg, stage, section, paths.RL_TRAIN, init_model))
     write_log_history(trainer, stage)
     save_trainer_final(trainer, tokenizer, stage, {"source": stage, "init": str(init_model)})
     history = [h for h in trainer.state.log_history if "reward" in h]

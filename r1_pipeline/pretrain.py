@@ -9,7 +9,7 @@ from r1_pipeline.chat import prompt_messages
 from r1_pipeline.config import Config
 from r1_pipeline.modeling import resolve_device
 from r1_pipeline.tracking import is_main_process
-from r1_pipeline.training import resume_checkpoint
+from r1_pipeline import checkpoints
 
 
 def render_documents(rows: list[dict], tokenizer, system_prompt: str | None) -> list[str]:
@@ -24,7 +24,7 @@ def render_documents(rows: list[dict], tokenizer, system_prompt: str | None) -> 
 
 def pretrain(
     model, tokenizer, texts: list[str], *, stage: str, cfg: Config, steps: int, batch_size: int,
-    learning_rate: float, warmup_steps: int, save_steps: int, max_length: int, fingerprint: str, report: bool = True,
+    learning_rate: float, warmup_steps: int, save_steps: int, max_length: int, resume_key: str, report: bool = True,
 ):
     """Train `model` on `texts` with transformers' Trainer (resumable from checkpoints/<stage>)."""
     from datasets import Dataset
@@ -60,6 +60,6 @@ def pretrain(
         data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
         processing_class=tokenizer,
     )
-    trainer.train(resume_from_checkpoint=resume_checkpoint(stage, fingerprint))
+    checkpoints.train(trainer, stage, resume_key)
     tokenizer.padding_side = "left"  # generation pads on the left
     return trainer

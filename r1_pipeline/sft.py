@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from r1_pipeline.chat import format_completion, prompt_messages
 from r1_pipeline.config import Config, TrainerConfig
-from r1_pipeline.training import resume_checkpoint, trainer_kwargs, write_log_history
+from r1_pipeline import checkpoints
+from r1_pipeline.training import trainer_kwargs, write_log_history
 
 
 def conversations(rows: list[dict], system_prompt: str | None, with_reasoning: bool = True) -> list[dict]:
@@ -23,7 +24,7 @@ def conversations(rows: list[dict], system_prompt: str | None, with_reasoning: b
 
 
 def train_sft(model, tokenizer, records: list[dict], tc: TrainerConfig, cfg: Config, stage: str, *,
-              max_length: int, completion_only_loss: bool, packing: bool, fingerprint: str, report: bool = True):
+              max_length: int, completion_only_loss: bool, packing: bool, resume_key: str, report: bool = True):
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
@@ -42,7 +43,7 @@ def train_sft(model, tokenizer, records: list[dict], tc: TrainerConfig, cfg: Con
         # with a KV cache in the forward pass transformers skips packed-sequence detection, and documents in one
         # row would attend to each other (tests/unit/test_core.py checks the logits)
         model.config.use_cache = False
-    trainer.train(resume_from_checkpoint=resume_checkpoint(stage, fingerprint))
+    checkpoints.train(trainer, stage, resume_key)
     model.config.use_cache = True  # generation (and the saved config) wants it back
     tokenizer.padding_side = "left"
     write_log_history(trainer, stage)

@@ -1,16 +1,14 @@
-"""Shared training plumbing: TRL/transformers arguments from params, resumable checkpoints, atomic saves."""
+"""Shared training plumbing: TRL/transformers arguments from params, atomic final saves (resume: checkpoints.py)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
-from r1_pipeline import paths
+from r1_pipeline import checkpoints, paths
 from r1_pipeline.config import PROJECT_ROOT, Config, TrainerConfig
-from r1_pipeline.io import atomic_path, write_jsonl
+from r1_pipeline.io import atomic_path, clean_stale_siblings, replace_dir, tmp_prefix, write_jsonl
 from r1_pipeline.modeling import resolve_device, save_tokenizer
 from r1_pipeline.stage import require_package
 from r1_pipeline.tracking import is_main_process
@@ -59,43 +57,6 @@ def trainer_kwargs(tc: TrainerConfig, cfg: Config, stage: str, report: bool = Tr
     return kwargs
 
 
-def fingerprint(*parts: Any) -> str:
-    """A hash of everything a run depends on (its config section and its input files)."""
-    h = hashlib.sha256()
-    for part in parts:
-        if isinstance(part, (str, Path)) and Path(part).exists():
-            p = Path(part)
-            files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
-            for f in files:
-                h.update(str(f.relative_to(p) if p.is_dir() else f.name).encode())
-                h.update(f.read_bytes())
-        else:
-            h.update(json.dumps(part, sort_keys=True, default=str).encode())
-    return h.hexdigest()
-
-
-def resume_checkpoint(stage: str, fp: str) -> str | None:
-    """Last checkpoint of an interrupted run with the same fingerprint, else None (stale ones are wiped).
-
-    Checkpoints live in checkpoints/<stage>, outside DVC's outs: `dvc repro` deletes outs before a stage
-    runs, and a killed run must find its checkpoints again.
-    """
-    from transformers.trainer_utils import get_last_checkpoint
-
-    ckpt_dir = paths.checkpoint_dir(stage)
-    marker = ckpt_dir / "fingerprint.txt"
-    if ckpt_dir.exists() and (not marker.exists() or marker.read_text().strip() != fp):
-        if is_main_process():
-            shutil.rmtree(ckpt_dir)
-    if is_main_process():
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        marker.write_text(fp)
-    last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.exists() else None
-    if last:
-        print(f"{stage}: resuming from {last}")
-    return last
-
-
 def save_final(model, tokenizer, stage: str, extra: dict | None = None) -> Path:
     """Save the final model and tokenizer to outputs/models/<stage> in one atomic rename."""
     out = paths.model_dir(stage)
@@ -106,13 +67,18 @@ def save_final(model, tokenizer, stage: str, extra: dict | None = None) -> Path:
         save_tokenizer(tokenizer, tmp) if hasattr(tokenizer, "save_pretrained") else None
         if extra:
             (tmp / "r1_model_info.json").write_text(json.dumps(extra, indent=2, sort_keys=True))
+    checkpoints.finish(stage)
     return out
 
 
 def save_trainer_final(trainer, tokenizer, stage: str, extra: dict | None = None) -> Path:
-    """Like save_final for a trainer (gathers ZeRO-3 shards through the trainer's own save_model)."""
+    """Like save_final for a trainer (gathers ZeRO-3 shards through the trainer's own save_model), then
+    removes the stage's checkpoints: the run is finished, a rerun trains from step 0."""
     out = paths.model_dir(stage)
-    tmp = out.with_name(f".{out.name}.trainer-save")
+    tmp = out.with_name(tmp_prefix(out) + "trainer")  # one name on every rank: save_model is collective
+    if is_main_process():
+        clean_stale_siblings(out)
+    trainer.accelerator.wait_for_everyone()
     trainer.save_model(str(tmp))  # collective under DeepSpeed: every rank calls it
     if is_main_process():
         save_tokenizer(tokenizer, tmp)
@@ -120,9 +86,8 @@ def save_trainer_final(trainer, tokenizer, stage: str, extra: dict | None = None
             (tmp / "r1_model_info.json").write_text(json.dumps(extra, indent=2, sort_keys=True))
         for f in ("training_args.bin",):
             (tmp / f).unlink(missing_ok=True)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
+        replace_dir(tmp, out)  # the old complete model or the new complete one, never a mix
+    checkpoints.finish(stage, trainer)
     return out
 
 

@@ -13,7 +13,8 @@ from r1_pipeline.io import read_jsonl
 from r1_pipeline.modeling import build_model, load_model_and_tokenizer, num_parameters, train_tokenizer
 from r1_pipeline.pretrain import pretrain, render_documents
 from r1_pipeline.stage import StageError, main_for, require
-from r1_pipeline.training import fingerprint, save_final, write_log_history
+from r1_pipeline.checkpoints import resume_key
+from r1_pipeline.training import save_final, write_log_history
 
 
 def from_scratch(cfg: Config) -> dict:
@@ -38,7 +39,7 @@ def from_scratch(cfg: Config) -> dict:
         model, tokenizer, texts, stage="base", cfg=cfg, steps=b.pretrain_steps, batch_size=b.pretrain_batch_size,
         learning_rate=b.pretrain_learning_rate, warmup_steps=b.pretrain_warmup_steps,
         save_steps=b.pretrain_save_steps, max_length=b.max_position_embeddings,
-        fingerprint=fingerprint(b.model_dump(mode="json"), cfg.chat.model_dump(), cfg.project.seed, paths.CORPUS),
+        resume_key=resume_key(cfg, "base", b, paths.CORPUS),
     )
     write_log_history(trainer, "base")
     save_final(trainer.model, tokenizer, "base", {"source": "scratch", "parameters": n_params, **shape})

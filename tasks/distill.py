@@ -7,25 +7,34 @@ DistillationTrainer (on-policy, token-level distillation from the RL teacher) in
 
 from __future__ import annotations
 
-import shutil
-
-from r1_pipeline import paths, tracking
+from r1_pipeline import checkpoints, paths, tracking
+from r1_pipeline.checkpoints import resume_key
 from r1_pipeline.config import Config
-from r1_pipeline.io import read_jsonl
+from r1_pipeline.io import atomic_path, read_jsonl
 from r1_pipeline.modeling import build_model, load_model_and_tokenizer, load_tokenizer, num_parameters, resolve_device
 from r1_pipeline.pretrain import pretrain, render_documents
 from r1_pipeline.sft import conversations, train_sft
 from r1_pipeline.stage import main_for, require
-from r1_pipeline.training import fingerprint, mark_skipped, save_final, save_trainer_final, trainer_kwargs, write_log_history
+from r1_pipeline.training import mark_skipped, save_trainer_final, trainer_kwargs, write_log_history
+
+
+def student_key(cfg: Config) -> str:
+    d, b = cfg.distill, cfg.base
+    return resume_key(cfg, "distill", {"distill": d.model_dump(mode="json"), "base": b.model_dump(mode="json")},
+                      paths.CORPUS, paths.model_dir("base") / "tokenizer.json")
 
 
 def student_init(cfg: Config):
-    """A fresh student with the base tokenizer, pretrained on the base corpus when student_init is `pretrain`."""
+    """A fresh student with the base tokenizer, pretrained on the base corpus when student_init is `pretrain`.
+
+    The pretrained init is kept in checkpoints/distill_student_init (under its resume key) for the second
+    student and for a rerun after a kill; the stage removes it when it finishes.
+    """
     d, b = cfg.distill, cfg.base
-    init_dir = paths.checkpoint_dir("distill") / "student_init"
-    fp = fingerprint(d.model_dump(mode="json"), b.model_dump(mode="json"), cfg.project.seed, paths.CORPUS,
-                     paths.model_dir("base") / "tokenizer.json")
-    if (init_dir / "fingerprint.txt").exists() and (init_dir / "fingerprint.txt").read_text() == fp:
+    init_dir = paths.checkpoint_dir("distill_student_init")
+    key = student_key(cfg)
+    key_file = init_dir / checkpoints.KEY_FILE
+    if key_file.is_file() and key_file.read_text() == key:
         return load_model_and_tokenizer(init_dir, resolve_device(cfg.project.device), cfg.project.precision)
     if d.student_init == "pretrained":
         return load_model_and_tokenizer(d.student_model_name_or_path, resolve_device(cfg.project.device), cfg.project.precision)
@@ -43,19 +52,20 @@ def student_init(cfg: Config):
             model, tokenizer, texts, stage="distill_student", cfg=cfg, steps=d.student_pretrain_steps,
             batch_size=b.pretrain_batch_size, learning_rate=b.pretrain_learning_rate,
             warmup_steps=b.pretrain_warmup_steps, save_steps=b.pretrain_save_steps,
-            max_length=b.max_position_embeddings, fingerprint=fp, report=False,
+            max_length=b.max_position_embeddings, resume_key=key, report=False,
         )
         model = trainer.model
-    shutil.rmtree(init_dir, ignore_errors=True)
-    model.save_pretrained(init_dir)
-    tokenizer.save_pretrained(init_dir)
-    (init_dir / "r1_pipeline_tokenizer.json").write_text("{}")
-    (init_dir / "fingerprint.txt").write_text(fp)
+    with atomic_path(init_dir, is_dir=True) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "r1_pipeline_tokenizer.json").write_text("{}")
+        (tmp / checkpoints.KEY_FILE).write_text(key)
+    checkpoints.finish("distill_student")  # the init is saved; its pretraining checkpoints are not needed
     # a fresh copy: the pretrained object carries its trainer's DeepSpeed hooks, which break a second engine
     return load_model_and_tokenizer(init_dir, resolve_device(cfg.project.device), cfg.project.precision)
 
 
-def logit_distill(cfg: Config, model, tokenizer, rows: list[dict]):
+def logit_distill(cfg: Config, model, tokenizer, rows: list[dict], key: str):
     """On-policy token-level distillation from the RL teacher with TRL's DistillationTrainer."""
     from datasets import Dataset
     from trl import DistillationConfig, DistillationTrainer
@@ -67,7 +77,7 @@ def logit_distill(cfg: Config, model, tokenizer, rows: list[dict]):
     args = DistillationConfig(**trainer_kwargs(cfg.distill, cfg, "distill"), max_completion_length=cfg.rejection.max_new_tokens)
     data = Dataset.from_list([{"prompt": prompt_messages(r["problem"], cfg.chat.system_prompt)} for r in rows])
     trainer = DistillationTrainer(model=model, teacher_model=teacher, args=args, train_dataset=data, processing_class=tokenizer)
-    trainer.train()
+    checkpoints.train(trainer, "distill", key)
     write_log_history(trainer, "distill")
     return trainer
 
@@ -89,21 +99,25 @@ def run(cfg: Config) -> dict:
     n_params = num_parameters(model)
     info = {"source": "distill", "parameters": n_params, "examples": len(rows), "method": d.method}
     common = dict(max_length=d.max_length, completion_only_loss=True, packing=False)
-    fp = fingerprint(d.model_dump(mode="json"), cfg.chat.model_dump(), cfg.project.seed, paths.REJECTION_DATA)
+    key = resume_key(cfg, "distill", d, paths.REJECTION_DATA, student_key(cfg))
     if d.method == "logit":
-        trainer = logit_distill(cfg, model, tokenizer, rows)
+        teacher = paths.model_dir(cfg.rejection.source_model)
+        trainer = logit_distill(cfg, model, tokenizer, rows, resume_key(cfg, "distill", d, paths.REJECTION_DATA,
+                                                                        student_key(cfg), teacher))
     else:
         trainer = train_sft(model, tokenizer, conversations(rows, cfg.chat.system_prompt), d, cfg, "distill",
-                            fingerprint=fp, **common)
+                            resume_key=key, **common)
     save_trainer_final(trainer, tokenizer, "distill", info)
     metrics = {"distill_student_parameters": n_params, "distill_examples": len(rows)}
     if d.baseline_without_traces:
         model, tokenizer = student_init(cfg)
         baseline = train_sft(model, tokenizer, conversations(rows, cfg.chat.system_prompt, with_reasoning=False), d,
-                             cfg, "distill_no_traces", fingerprint=fp + "-no-traces", report=False, **common)
+                             cfg, "distill_no_traces", resume_key=resume_key(cfg, "distill", d, paths.REJECTION_DATA,
+                             student_key(cfg), "answers only"), report=False, **common)
         save_trainer_final(baseline, tokenizer, "distill_no_traces", {**info, "source": "distill_no_traces"})
     else:
         mark_skipped("distill_no_traces", "distill.baseline_without_traces is false")
+    checkpoints.finish("distill_student_init")  # both students are saved: the shared init is not needed
     return metrics
 
 

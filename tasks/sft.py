@@ -9,7 +9,8 @@ from r1_pipeline.modeling import load_model_and_tokenizer, resolve_device
 from r1_pipeline.sft import conversations, train_sft
 from r1_pipeline.stage import main_for, require
 from r1_pipeline.tracking import log_dataset
-from r1_pipeline.training import fingerprint, mark_skipped, save_trainer_final
+from r1_pipeline.checkpoints import resume_key
+from r1_pipeline.training import mark_skipped, save_trainer_final
 
 
 def run(cfg: Config) -> dict:
@@ -24,7 +25,7 @@ def run(cfg: Config) -> dict:
     trainer = train_sft(
         model, tokenizer, conversations(rows, cfg.chat.system_prompt), s, cfg, "sft",
         max_length=s.max_length, completion_only_loss=s.completion_only_loss, packing=s.packing,
-        fingerprint=fingerprint(s.model_dump(mode="json"), cfg.chat.model_dump(), cfg.project.seed, paths.COLD_START, base),
+        resume_key=resume_key(cfg, "sft", s, paths.COLD_START, base),
     )
     save_trainer_final(trainer, tokenizer, "sft", {"source": "sft", "init": str(base), "examples": len(rows)})
     return {"sft_examples": len(rows), "sft_final_loss": trainer.state.log_history[-1].get("train_loss", 0.0)}

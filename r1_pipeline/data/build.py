@@ -67,6 +67,14 @@ def _clean_pool(
     return kept, eval_hits
 
 
+def src_label(src: SourceConfig) -> str:
+    """Where a source comes from, for error messages: its file, dataset id or synthetic split."""
+    for attr in ("path", "hf_id"):
+        if getattr(src, attr, None):
+            return f"{attr} {getattr(src, attr)}"
+    return f"{src.type} split {getattr(src, 'split', '?')}"
+
+
 def _counters(result) -> dict[str, int]:
     return {
         "rows_read": result.rows_read,
@@ -110,6 +118,11 @@ def build_datasets(cfg: Config | DataConfig, root: str | Path | None = None) -> 
             "problems": len(res.records),
             "skipped_no_answer": res.skipped_no_answer,
         }
+        if not res.records:
+            # an empty yardstick would make evaluate fail (or report nothing) stages later
+            why = (f"all {res.rows_read} rows lack a usable gold answer" if res.rows_read
+                   else "the source has no rows")
+            raise DataError(f"data.eval_sets: {src.name} ({src_label(src)}) has 0 problems: {why}")
     decon = Decontaminator({n: [p.problem for p in ps] for n, ps in evals.items()}, data.decontamination_ngram)
 
     # 2. RL prompts
@@ -149,6 +162,14 @@ def build_datasets(cfg: Config | DataConfig, root: str | Path | None = None) -> 
         cs_records.extend(with_solution)
     cs_kept, cs_hits = _clean_pool(cs_records, data, decon, cs_stats)
     cold_start = [ColdStartExample(r.id, r.source, r.problem, r.answer, r.solution or "") for r in cs_kept]
+    needs_cold_start = cfg.sft.enabled if isinstance(cfg, Config) else bool(data.cold_start_sources)
+    if needs_cold_start and not cold_start:
+        read = sum(s["rows_read"] for s in cs_stats.values())
+        raise DataError(
+            "data.cold_start_sources: no cold-start example is left "
+            f"({len(data.cold_start_sources)} source(s), {read} rows read, after answers, solutions, dedup and "
+            "decontamination) but sft.enabled is true"
+        )
 
     # 4. pretraining corpus (synthetic task only)
     corpus_hits = {name: 0 for name in evals}

@@ -157,7 +157,31 @@ def _missing_field(raw, tmp):
     return "bad.jsonl:2: missing field 'answer'"
 
 
-@pytest.mark.parametrize("breakage", [_unknown_key, _wrong_type, _missing_file, _missing_field])
+def _empty_eval_set(raw, tmp):
+    (tmp / "empty.jsonl").write_text("")
+    raw["data"]["eval_sets"].append({"name": "mine", "type": "jsonl", "path": "empty.jsonl"})
+    return "data.eval_sets: mine (path empty.jsonl) has 0 problems: the source has no rows"
+
+
+def _eval_set_without_answers(raw, tmp):
+    (tmp / "noanswers.jsonl").write_text('{"problem": "1+1", "answer": ""}\n{"problem": "2+2", "answer": null}\n')
+    raw["data"]["eval_sets"] = [{"name": "mine", "type": "jsonl", "path": "noanswers.jsonl"}]
+    return "mine (path noanswers.jsonl) has 0 problems: all 2 rows lack a usable gold answer"
+
+
+def _empty_cold_start(raw, tmp):
+    (tmp / "empty.jsonl").write_text("")
+    raw["data"]["cold_start_sources"] = [{"name": "c", "type": "jsonl", "path": "empty.jsonl", "solution_field": "s"}]
+    return "data.cold_start_sources: no cold-start example is left"
+
+
+def _no_cold_start_source(raw, tmp):
+    raw["data"]["cold_start_sources"] = []
+    return "but sft.enabled is true"
+
+
+@pytest.mark.parametrize("breakage", [_unknown_key, _wrong_type, _missing_file, _missing_field, _empty_eval_set,
+                                      _eval_set_without_answers, _empty_cold_start, _no_cold_start_source])
 def test_broken_params_fail_cleanly_and_write_nothing(tmp_path, breakage):
     raw = tiny_params()
     expected = breakage(raw, tmp_path)

@@ -40,6 +40,36 @@ def test_atomic_dir_write_replaces_whole_folder(tmp_path):
     assert sorted(p.name for p in target.iterdir()) == ["b"]
 
 
+def test_folder_swap_is_one_atomic_exchange(tmp_path):
+    from r1_pipeline import io
+
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / "w").write_text("new")
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "w").write_text("old")
+    assert io._exchange(tmp_path / "new", tmp_path / "model"), "renameat2(RENAME_EXCHANGE) unavailable"
+    assert (tmp_path / "model" / "w").read_text() == "new" and (tmp_path / "new" / "w").read_text() == "old"
+
+
+def test_a_killed_write_is_repaired_by_the_next_one(tmp_path):
+    """Stale temporaries go; an old folder swapped out by a write killed between two renames comes back."""
+    from r1_pipeline import io
+
+    target = tmp_path / "model"
+    old = io.old_path(target)
+    old.mkdir()
+    (old / "w").write_text("old, complete")
+    (tmp_path / (io.tmp_prefix(target) + "abc")).mkdir()  # a half-written new one
+    (tmp_path / (io.tmp_prefix(target) + "trainer")).mkdir()
+    io.clean_stale_siblings(target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    assert (target / "w").read_text() == "old, complete"
+    other = tmp_path / "model_no_traces"  # a sibling whose name starts alike is not touched
+    other.mkdir()
+    io.clean_stale_siblings(target)
+    assert other.exists()
+
+
 def test_outputs_are_world_readable(tmp_path):
     write_json(tmp_path / "m.json", {"x": 1})
     assert (tmp_path / "m.json").stat().st_mode & 0o044 == 0o044
