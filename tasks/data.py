@@ -6,8 +6,9 @@ Writes outputs/data/{rl_train,rl_val,cold_start,corpus}.jsonl, outputs/data/eval
 outputs/data/stats.json (see r1_pipeline.paths), all at once: everything is built in memory first, and the
 folder is replaced in one rename, so a failed run writes nothing.
 
-Exit codes: 0 success; 2 invalid params or an unreadable data source (one line per problem on stderr naming
-the key, file, line or field; nothing written).
+Exit codes: 0 success; 2 invalid params, an unreadable data source, or degenerate data: no RL prompt left, no
+cold-start example left while sft is enabled, an eval set with 0 problems (e.g. every gold answer missing).
+One line on stderr naming the key, source, file, line or field; nothing written; the flow never retries exit 2.
 """
 
 from __future__ import annotations

@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import yaml
 
+from r1_pipeline.io import read_jsonl
 from tests.e2e.workspace import copy_project, dvc, git, stage_env, stages_ran, stages_skipped
 from r1_pipeline.orchestration import bin_path, sha256_file, stage_graph
 
@@ -77,6 +79,51 @@ def test_invalid_override_fails_fast_and_writes_nothing(reproduced):
     assert sha256_file(ws / "dvc.lock") == lock_before
     assert json.loads(dvc(ws, "status", "--json", check=True).stdout or "{}") == {}
     assert (ws / "outputs/models/grpo/model.safetensors").exists()
+
+
+def test_editing_the_prompt_module_outdates_every_stage_that_imports_it(reproduced):
+    """dvc.yaml's code deps are the stages' import closures, so a one-line edit of r1_pipeline/chat.py (the
+    prompt and the <think>/<answer> format) is seen by DVC in every stage that runs it."""
+    from r1_pipeline.codedeps import stage_closure
+
+    ws, _, _ = reproduced
+    importers = {s for s in ALL if Path("r1_pipeline/chat.py") in stage_closure(s, ws)}
+    assert {"data", "sft", "grpo", "r1_zero", "rejection", "distill", "evaluate"} <= importers
+    chat = ws / "r1_pipeline" / "chat.py"
+    chat.write_text(chat.read_text() + "\n# one-line edit\n")
+    try:
+        status = json.loads(dvc(ws, "status", "--json", check=True).stdout or "{}")
+        assert set(status) == importers, status
+    finally:
+        git(ws, "checkout", "r1_pipeline/chat.py")
+    assert json.loads(dvc(ws, "status", "--json", check=True).stdout or "{}") == {}
+
+
+def test_changing_precision_outdates_every_training_stage(reproduced):
+    ws, _, _ = reproduced
+    raw = yaml.safe_load((ws / "params.yaml").read_text())
+    raw["project"]["precision"] = "bf16"
+    (ws / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    try:
+        status = json.loads(dvc(ws, "status", "--json", check=True).stdout)
+        assert {"base", "sft", "grpo", "r1_zero", "distill"} <= set(status), status
+    finally:
+        git(ws, "checkout", "params.yaml")
+
+
+def test_forced_rerun_of_a_finished_stage_trains_from_step_0(reproduced):
+    ws, _, _ = reproduced
+    model = ws / "outputs/models/sft/model.safetensors"
+    before = model.stat().st_mtime_ns
+    assert not (ws / "checkpoints/sft").exists(), "a finished stage leaves no checkpoint behind"
+    forced = dvc(ws, "repro", "-f", "--single-item", "sft")
+    assert forced.returncode == 0, forced.stdout[-3000:] + forced.stderr[-3000:]
+    assert "resuming" not in forced.stdout
+    steps = [r["step"] for r in read_jsonl(ws / "outputs/logs/sft.jsonl") if "loss" in r]
+    max_steps = yaml.safe_load((ws / "params.yaml").read_text())["sft"]["max_steps"]
+    assert steps == list(range(1, max_steps + 1))
+    assert model.stat().st_mtime_ns != before  # a new model was written, not the old one re-published
+    assert json.loads(dvc(ws, "status", "--json", check=True).stdout or "{}") == {}  # deterministic: same bytes
 
 
 def test_grpo_param_change_reruns_grpo_and_what_follows(reproduced):
