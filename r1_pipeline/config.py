@@ -169,6 +169,10 @@ class DataConfig(Section):
     decontamination_ngram: int = Field(
         8, ge=1, description="Word n-gram size for decontamination against evaluation sets (open-r1 uses 8)."
     )
+    from_hub: bool = Field(
+        False, description="Read every source that names an `hf_id` from the Hugging Face hub instead of its "
+        "local `path`: one switch between local copies (tests, air-gapped machines) and the hub (real runs).",
+    )
 
     @model_validator(mode="after")
     def _unique_eval_names(self) -> "DataConfig":
@@ -226,13 +230,30 @@ class TrainerConfig(Section):
 
 
 class BaseModelConfig(Section):
-    source: Literal["scratch", "pretrained"] = Field(
+    source: Literal["scratch", "pretrained", "gguf"] = Field(
         "scratch",
         description="`scratch` trains a tokenizer and a small model on the synthetic corpus (tiny profile); "
-        "`pretrained` resolves `model_name_or_path` (hub id or local path).",
+        "`pretrained` resolves `model_name_or_path` (hub id at `revision`, or a local HF folder); `gguf` "
+        "dequantizes the local `gguf_file` (checked against `gguf_sha256`). Every source ends as a plain HF folder.",
     )
     model_name_or_path: Optional[str] = Field(None, description="Hub id or local path of the base model.")
-    revision: Optional[str] = Field(None, description="Hub revision (commit) to pin for a pretrained base.")
+    revision: Optional[str] = Field(
+        None, description="Hub revision (commit sha, tag or branch) passed to from_pretrained; pin a commit sha "
+        "for a reproducible run.",
+    )
+    gguf_file: Optional[str] = Field(
+        None, description="Local GGUF file for source `gguf`, relative to the project root (`r1 models fetch "
+        "smollm2` puts SmolLM2-135M-Instruct at .cache/models/).",
+    )
+    gguf_sha256: Optional[str] = Field(
+        None, pattern=r"^[0-9a-f]{64}$", description="Expected sha256 of gguf_file: the base stage refuses "
+        "other bytes.",
+    )
+    context_length: Optional[int] = Field(
+        None, ge=16, description="Context window (max_position_embeddings) of a pretrained/GGUF base; the schema "
+        "rejects sequence lengths beyond it and the base stage checks it against the model. Null for scratch, "
+        "whose context is max_position_embeddings.",
+    )
     architecture: Literal["qwen2", "llama"] = Field("qwen2", description="Architecture of a from-scratch model.")
     tokenizer_vocab_size: int = Field(
         160, ge=64, description="BPE vocabulary of the from-scratch tokenizer (digits stay single tokens)."
@@ -254,6 +275,10 @@ class BaseModelConfig(Section):
     def _check(self) -> "BaseModelConfig":
         if self.source == "pretrained" and not self.model_name_or_path:
             raise ValueError("source `pretrained` needs `model_name_or_path`")
+        if self.source == "gguf" and not (self.gguf_file and self.gguf_sha256):
+            raise ValueError("source `gguf` needs `gguf_file` and `gguf_sha256`")
+        if self.source != "scratch" and self.context_length is None:
+            raise ValueError(f"source `{self.source}` needs `context_length` (the model's max_position_embeddings)")
         if self.hidden_size % self.num_attention_heads:
             raise ValueError("hidden_size must be divisible by num_attention_heads")
         if self.num_attention_heads % self.num_key_value_heads:
@@ -423,6 +448,24 @@ class Config(Section):
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig, description="Evaluation stage.")
     report: ReportConfig = Field(default_factory=ReportConfig, description="Report stage.")
 
+    @model_validator(mode="after")
+    def _lengths_fit_the_context(self) -> "Config":
+        """A sequence longer than the model's context silently degrades (or crashes mid-run on a GPU)."""
+        ctx = self.base.context_length or self.base.max_position_embeddings
+        key = "base.context_length" if self.base.context_length else "base.max_position_embeddings"
+        lengths = {
+            "sft.max_length": self.sft.max_length,
+            "grpo.max_completion_length": self.grpo.max_completion_length,
+            "r1_zero.max_completion_length": self.r1_zero.max_completion_length,
+            "rejection.max_new_tokens": self.rejection.max_new_tokens,
+            "distill.max_length": self.distill.max_length,
+            "evaluate.max_new_tokens": self.evaluate.max_new_tokens,
+        }
+        too_long = [f"{k} ({v})" for k, v in lengths.items() if v > ctx]
+        if too_long:
+            raise ValueError(f"{', '.join(too_long)} exceed the model's context: {key} is {ctx}")
+        return self
+
 
 # ------------------------------------------------------------------------------------------------ loading
 
@@ -507,12 +550,15 @@ def validate(raw: dict, origin: str = "params", root: Path | None = None) -> Con
     missing = []
     for section in ("rl_sources", "cold_start_sources", "eval_sets"):
         for i, src in enumerate(getattr(cfg.data, section)):
-            if src.path and not (root / src.path).exists():
+            if src.path and not (cfg.data.from_hub and src.hf_id) and not (root / src.path).exists():
                 missing.append(f"{origin}: data.{section}[{i}].path: file not found: {src.path}")
     if cfg.base.source == "pretrained" and cfg.base.model_name_or_path:
         p = cfg.base.model_name_or_path
         if (p.startswith(("/", "./", "../")) or p.startswith("~")) and not (root / p).expanduser().exists():
             missing.append(f"{origin}: base.model_name_or_path: local path not found: {p}")
+    if cfg.base.source == "gguf" and cfg.base.gguf_file and not (root / cfg.base.gguf_file).exists():
+        missing.append(f"{origin}: base.gguf_file: file not found: {cfg.base.gguf_file} "
+                       "(SmolLM2: `r1 models fetch smollm2`)")
     if missing:
         raise ConfigError("\n".join(missing))
     return cfg

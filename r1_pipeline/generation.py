@@ -11,14 +11,14 @@ from typing import Protocol
 
 import torch
 
-from r1_pipeline.modeling import load_model_and_tokenizer
+from r1_pipeline.modeling import load_model_and_tokenizer, stop_token_ids
 
 
 @dataclass
 class Sample:
     text: str
     num_tokens: int
-    finished: bool  # ended with EOS (not cut at max_new_tokens)
+    finished: bool  # ended with an end-of-turn / EOS token (not cut at max_new_tokens)
 
 
 class Backend(Protocol):
@@ -37,7 +37,7 @@ class HFBackend:
     def generate(self, prompts, n, temperature, top_p, max_new_tokens, seed):
         texts = [self.tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
         per_batch = max(1, self.batch_size // n)
-        eos = self.tokenizer.eos_token_id
+        stops = stop_token_ids(self.model, self.tokenizer)  # end of turn, EOS, start of a new turn
         out: list[list[Sample]] = []
         torch.manual_seed(seed)
         for start in range(0, len(texts), per_batch):
@@ -45,15 +45,16 @@ class HFBackend:
             enc = self.tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
             gen = self.model.generate(
                 **enc, do_sample=True, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-                num_return_sequences=n, pad_token_id=self.tokenizer.pad_token_id, eos_token_id=eos,
+                num_return_sequences=n, pad_token_id=self.tokenizer.pad_token_id, eos_token_id=stops,
             )
             new = gen[:, enc["input_ids"].shape[1] :]
             for i in range(len(chunk)):
                 group = []
                 for row in new[i * n : (i + 1) * n]:
                     ids = row.tolist()
-                    finished = eos in ids
-                    ids = ids[: ids.index(eos)] if finished else ids
+                    end = next((j for j, t in enumerate(ids) if t in stops), None)
+                    finished = end is not None
+                    ids = ids[:end] if finished else ids  # nothing after the end of the turn is kept
                     ids = [t for t in ids if t != self.tokenizer.pad_token_id]
                     group.append(Sample(self.tokenizer.decode(ids, skip_special_tokens=True), len(ids), finished))
                 out.append(group)

@@ -130,3 +130,17 @@ def read_jsonl(path: str | Path) -> list[dict]:
             except json.JSONDecodeError as exc:
                 raise ValueError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
     return rows
+
+
+def sha256_file(path: str | Path) -> str | None:
+    """sha256 of a file, read in 1 MiB blocks (model files are large); None when it is not a file."""
+    import hashlib
+
+    p = Path(path)
+    if not p.is_file():
+        return None
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

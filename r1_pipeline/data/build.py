@@ -103,6 +103,8 @@ def build_datasets(cfg: Config | DataConfig, root: str | Path | None = None) -> 
     _check_names(data.cold_start_sources, "cold_start_sources")
 
     def load(src: SourceConfig, role: str):
+        if data.from_hub and src.hf_id and src.type != "hf":
+            src = src.model_copy(update={"type": "hf"})  # the same set, from the hub (data.from_hub)
         return load_source(src, role=role, seed=seed, task=task, root=root)
 
     stats: dict[str, Any] = {}
