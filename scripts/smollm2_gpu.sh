@@ -11,7 +11,7 @@
 # only while the machine is warm (30 s after a call). Every call leaves logs, the stage-time table, the eval
 # metrics and the MLflow store (a tarball) under $OUT.
 set -uo pipefail
-REPO=$PWD
+REPO=${REPO:-$PWD}  # the code to run (default: this checkout)
 STASH=/root/r1-stash
 WORK=/root/r1-smollm2
 OUT=${OUT:-$PWD/smollm2-out}
