@@ -3,6 +3,10 @@
 When the flow starts a stage it creates the child run and passes `MLFLOW_RUN_ID`; `mlflow.start_run()` then
 resumes that run. Started alone (`python -m tasks.sft`, `dvc repro`), a stage opens a new run, so tracking
 never depends on the orchestrator. Only rank 0 of a multi-process launch logs.
+
+A stage's run ends FINISHED, FAILED on an exception in the stage (tag `r1.status=failed`), KILLED on SIGTERM
+or Ctrl-C (`r1.status=killed`), and KILLED with `r1.status=orphaned` when the stage's watchdog finds the flow
+that started it gone (r1_pipeline.stage).
 """
 
 from __future__ import annotations
@@ -99,7 +103,26 @@ def stage_run(stage: str, cfg: Config, section: Any | None = None) -> Iterator[A
         params = flat_params(section if section is not None else getattr(cfg, stage), prefix=f"{stage}.")
         params.update(flat_params(cfg.project, prefix="project."))
         log_params(params)
-        yield run
+        try:
+            yield run
+        except Exception:
+            # mlflow.start_run's context ends the run FAILED; the tag says so in the runs table too.
+            _quietly(mlflow.set_tag, "r1.status", "failed")
+            raise
+        except BaseException:
+            # SIGTERM (StageTerminated) or Ctrl-C: the run was stopped, it did not fail. The context would say
+            # FAILED for any exception; ending the run first leaves it KILLED.
+            _quietly(mlflow.set_tag, "r1.status", "killed")
+            _quietly(mlflow.end_run, "KILLED")
+            raise
+
+
+def _quietly(fn, *args) -> None:
+    """A tracking call on the way out of a failing stage: never hide the stage's own error behind it."""
+    try:
+        fn(*args)
+    except Exception as exc:  # noqa: BLE001
+        print(f"warning: MLflow: {exc}", flush=True)
 
 
 def log_params(params: dict[str, Any]) -> None:
