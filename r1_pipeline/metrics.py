@@ -135,3 +135,28 @@ def summarize(records: Iterable[Mapping[str, Any]]) -> dict[str, float | int]:
         "n_problems": len(verdicts),
         "k": k,
     }
+
+
+def paired_difference(records: Iterable[Mapping[str, Any]], model_a: str, model_b: str, benchmark: str,
+                      z: float = 1.96) -> dict[str, float | int | str] | None:
+    """pass@1 of `model_a` minus `model_b` on the problems both answered, with the SE of the paired difference.
+
+    Per problem d_i = acc_a(i) - acc_b(i) (each the mean over its k samples); the difference is mean(d) and its
+    standard error std(d)/sqrt(n): pairing removes the between-problem variance that two independent SEs would
+    count twice. The verdict says "no clear difference" when the 95% interval (mean ± 1.96 SE) includes 0.
+    None when the two models share no problem.
+    """
+    acc: dict[str, dict[Any, list[bool]]] = {model_a: {}, model_b: {}}
+    for row in records:
+        if row.get("benchmark") == benchmark and row.get("model") in acc:
+            acc[row["model"]].setdefault(row["problem_id"], []).append(bool(row["correct"]))
+    shared = [p for p in acc[model_a] if p in acc[model_b]]
+    if not shared:
+        return None
+    diffs = [sum(acc[model_a][p]) / len(acc[model_a][p]) - sum(acc[model_b][p]) / len(acc[model_b][p]) for p in shared]
+    mean = sum(diffs) / len(diffs)
+    se = mean_stderr(diffs)
+    low, high = mean - z * se, mean + z * se
+    verdict = "better" if low > 0 else "worse" if high < 0 else "no clear difference"
+    return {"difference": mean, "stderr": se, "ci_low": low, "ci_high": high, "n_problems": len(shared),
+            "verdict": verdict}

@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt
 from r1_pipeline import paths, tracking
 from r1_pipeline.config import Config
 from r1_pipeline.io import atomic_path, read_jsonl, write_text
+from r1_pipeline.metrics import paired_difference
 from r1_pipeline.stage import main_for, require
 
 STAGE_ORDER = ["data", "base", "sft", "grpo", "r1_zero", "rejection", "distill", "evaluate", "report"]
@@ -81,7 +82,8 @@ def pct(summary: dict, key: str) -> str:
     return f"{100 * summary[key]:.1f}" if key in summary else "–"
 
 
-def markdown(cfg: Config, metrics: dict, curves: dict, rejection: dict, timings: dict) -> str:
+def markdown(cfg: Config, metrics: dict, curves: dict, rejection: dict, timings: dict,
+             records: list[dict]) -> str:
     k = cfg.evaluate.num_samples
     lines = [f"# {cfg.report.title}", ""]
     lines += [f"Evaluation protocol: k={k} samples per problem, temperature {cfg.evaluate.temperature}, "
@@ -101,10 +103,12 @@ def markdown(cfg: Config, metrics: dict, curves: dict, rejection: dict, timings:
                  ("r1_zero", "base", "R1-Zero over the base"), ("grpo", "r1_zero", "GRPO (with cold start) over R1-Zero"),
                  ("distill", "distill_no_traces", "distilled student over a same-size student trained without traces")]
         for a, b, what in pairs:
-            if p(a) is not None and p(b) is not None:
-                d = 100 * (p(a) - p(b))
-                verdict = "better" if d > 0 else "not better"
-                lines.append(f"- {bench}: {what}: {d:+.1f} points ({verdict})")
+            diff = paired_difference(records, a, b, bench) if p(a) is not None and p(b) is not None else None
+            if diff is not None:
+                lines.append(
+                    f"- {bench}: {what}: {100 * diff['difference']:+.1f} points pass@1 (paired SE "
+                    f"{100 * diff['stderr']:.1f}, 95% interval {100 * diff['ci_low']:+.1f} to {100 * diff['ci_high']:+.1f}, "
+                    f"{diff['n_problems']} problems): {diff['verdict']}")
         fa, fb = (metrics.get(m, {}).get(bench, {}).get("format_rate") for m in ("sft", "base"))
         if fa is not None and fb is not None:
             lines.append(f"- {bench}: format rate base {100 * fb:.1f}% → SFT {100 * fa:.1f}%")
@@ -130,6 +134,7 @@ def markdown(cfg: Config, metrics: dict, curves: dict, rejection: dict, timings:
 
 def run(cfg: Config) -> dict:
     metrics = load_json(require(paths.EVAL_METRICS, "evaluate"))
+    records = read_jsonl(require(paths.EVAL_RECORDS, "evaluate"))  # per sample: paired differences
     curves = {s: rl_curves(s) for s in ("grpo", "r1_zero")}
     rejection = load_json(paths.REJECTION_STATS)
     timings = {}
@@ -142,7 +147,7 @@ def run(cfg: Config) -> dict:
         plot_rl(curves, tmp / "rl_curves.png")
         if rejection:
             plot_rejection(rejection, tmp / "rejection.png")
-        write_text(tmp / "report.md", markdown(cfg, metrics, curves, rejection, timings))
+        write_text(tmp / "report.md", markdown(cfg, metrics, curves, rejection, timings, records))
         with open(tmp / "rl_curves.csv", "w") as f:
             f.write("stage,step,reward,length\n")
             for stage, c in curves.items():

@@ -128,3 +128,27 @@ def test_summarize_uneven_sample_counts():
     assert got["k"] == 2
     assert got["pass@k"] == pytest.approx((1.0 + 0.5) / 2)  # a: n=2,c=1,k=2; b: n=4,c=1,k=2 -> 1 - 3/6
     assert got["pass@1"] == pytest.approx((0.5 + 0.25) / 2)
+
+
+def test_paired_difference_uses_the_per_problem_differences():
+    from r1_pipeline.metrics import paired_difference
+
+    def rows(model, verdicts):  # verdicts[problem] = list of sample verdicts
+        return [{"model": model, "benchmark": "b", "problem_id": p, "sample_idx": i, "correct": c}
+                for p, vs in enumerate(verdicts) for i, c in enumerate(vs)]
+
+    # b solves problems 0-3 half the time; a solves the same ones always: +0.5 on 4 of 8 problems
+    a = rows("a", [[1, 1]] * 4 + [[0, 0]] * 4)
+    b = rows("b", [[1, 0]] * 4 + [[0, 0]] * 4)
+    d = paired_difference(a + b, "a", "b", "b")
+    assert d["difference"] == 0.25 and d["n_problems"] == 8
+    import statistics
+
+    assert abs(d["stderr"] - statistics.stdev([0.5] * 4 + [0.0] * 4) / 8 ** 0.5) < 1e-12
+    assert d["verdict"] == "better" and d["ci_low"] > 0
+    # the same models on one problem each way: the interval includes 0
+    tie = paired_difference(rows("a", [[1], [0]]) + rows("b", [[0], [1]]), "a", "b", "b")
+    assert tie["difference"] == 0 and tie["verdict"] == "no clear difference"
+    flipped = paired_difference(a + b, "b", "a", "b")
+    assert flipped["difference"] == -0.25 and flipped["verdict"] == "worse"
+    assert paired_difference(a, "a", "missing", "b") is None
