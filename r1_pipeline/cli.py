@@ -98,13 +98,19 @@ def verify_cmd(
     gold_format: str = typer.Option("plain", help="How to read the gold answer: plain, gsm8k (#### x) or boxed."),
     group_field: Optional[str] = typer.Option(None, help="Field to break agreement down by (e.g. benchmark)."),
     output: Optional[Path] = typer.Option(None, help="Write per-item verdicts to this JSONL."),
+    policy: str = typer.Option(
+        "eval", help="Answer extraction: eval (boxed, final-answer phrases, last number, as the standard "
+        "harnesses score) or strict (the reward's rule: <answer> or the last \\boxed only)."
+    ),
+    workers: int = typer.Option(1, min=1, help="Worker processes (each verifies in its own main thread)."),
 ):
-    """Score responses against gold answers with the accuracy reward's verifier; print agreement and throughput."""
-    from r1_pipeline.verify import run_verify
+    """Score responses against gold answers with the verifier; print agreement, errors and throughput."""
+    from r1_pipeline.verify_report import run_verify
 
     raise typer.Exit(
         run_verify(file=file, response_field=response_field, gold_field=gold_field, label_field=label_field,
-                   gold_format=gold_format, group_field=group_field, output=output)
+                   gold_format=gold_format, group_field=group_field, output=output, workers=workers,
+                   policy=policy)
     )
 
 

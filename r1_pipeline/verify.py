@@ -1,20 +1,28 @@
-"""Answer extraction and verification: the accuracy reward, the evaluation verdict and `r1 verify`.
+"""Answer extraction and verification: the accuracy reward, the evaluation verdicts, rejection sampling.
 
 A verdict is always two steps:
 
-1. `extract_answer`: the answer span of a response, from the last `<answer>…</answer>`, else the last
-   `\\boxed{…}`/`\\fbox{…}`, else a final-answer phrase ("A: 42", "#### 42", "The answer is 42") after the
-   reasoning. math-verify on a whole response may pick a number out of the reasoning, so we never do that.
-2. `verify`: plain numbers (integers, decimals, simple fractions) compare exactly in Python, which is what
-   almost every GRPO reward call needs and takes microseconds; everything else goes to math-verify under
-   a time budget per item.
+1. `extract_answer(text, policy)`: the answer span of a response, under one of two named policies.
+   - `strict` (rewards, rejection sampling): the answer must be in the format the model is trained on, the
+     last `<answer>…</answer>`, else the last `\\boxed{…}` of the final response (after `</think>`; nothing
+     while a `<think>` block is still open). No fallback, so RL cannot learn to skip the format.
+   - `eval` (scoring any model's output the way the standard harnesses do): `<answer>`, then the last box,
+     then final-answer phrases ("The final answer is …", "Answer: …", "#### …", a last line "A: …"), then
+     the rightmost math group or number of the final statement; in the final response first, then in the
+     reasoning. docs/verification.md lists the order beside lighteval's and the Qwen2.5-Math harness's.
+   math-verify on a whole response may pick a number out of the reasoning, so we never do that.
+2. `verify` / `verify_verdict`: plain numbers compare exactly in Python (microseconds: almost every GRPO
+   reward call); choice letters by letter; everything else goes to math-verify under a time budget per item.
+   A verdict is `true`, `false` or `error` (a timeout or an exception inside the comparison): `check`
+   returns it with the reason, so failures are counted by callers, never silently scored as wrong answers.
 
 How the time budget works: math-verify's own timeouts use `signal.alarm` with whole seconds per call and
 raise in non-main threads. We switch them off and bound the whole item ourselves: in the main thread with a
 sub-second `setitimer` deadline; in any other thread by sending the item to a worker process (whose main
-thread uses the same deadline) and killing the worker if it does not answer. Spans that could blow up
-before a signal is even delivered (huge, deeply nested, power towers) never reach sympy: they are compared
-as normalized strings. See docs/verification.md for the measured agreement with independent graders.
+thread uses the same deadline) and killing the worker if it does not answer. A signal is only delivered
+between bytecodes, so spans whose evaluation could stall inside C code (power towers whose value has
+thousands of digits, huge factorials) or overflow the parser (very long, very deep) never reach sympy:
+they are compared as normalized strings. `r1 verify` (r1_pipeline.verify_report) scores whole files.
 """
 
 from __future__ import annotations
@@ -22,18 +30,16 @@ from __future__ import annotations
 import atexit
 import json
 import math
-import multiprocessing
+import numbers
 import os
 import re
 import select
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from decimal import Decimal
 from fractions import Fraction
 from functools import lru_cache
@@ -48,12 +54,19 @@ MAX_BOX_CHARS = 10_000
 MAX_BOX_TRIES = 4
 # Deeper brace nesting overflows the LaTeX parser's recursion; such spans are compared as strings.
 MAX_BRACE_DEPTH = 20
+# A numeric power whose value has more digits than this is not handed to sympy: computing 9^{9^{9}} takes
+# forever inside C code (no signal interrupts it), and Python refuses int->str past 4,300 digits anyway.
+MAX_POWER_DIGITS = 4000
 # Wall-clock budget for math-verify on one item (parse gold, parse prediction, compare).
 VERIFY_TIMEOUT_S = 2.0
 # Fast-path numbers with more digits than this are compared by their canonical decimal string.
 MAX_EXACT_DIGITS = 1000
+# The eval policy's last-statement rule looks at most this far back from the end of the final response.
+MAX_STATEMENT_CHARS = 2000
 
 GOLD_FORMATS = ("plain", "gsm8k", "boxed")
+POLICIES = ("strict", "eval")
+TRUE, FALSE, ERROR = "true", "false", "error"  # the three verdicts
 
 
 # ------------------------------------------------------------------------------------------------ extraction
@@ -79,7 +92,8 @@ def _group_end(text: str, open_pos: int, limit: int = MAX_BOX_CHARS) -> int | No
 
 
 def last_boxed(text: str) -> str | None:
-    """Content of the last closed `\\boxed{…}` or `\\fbox{…}` (balanced braces), else None."""
+    """Content of the last closed `\\boxed{…}` or `\\fbox{…}` (balanced braces), else None. An empty box
+    is an answer too (an empty one, which verifies as wrong), as in both harnesses."""
     end = len(text)
     for _ in range(MAX_BOX_TRIES):
         start = max(text.rfind(cmd, 0, end) for cmd in _BOX_COMMANDS)
@@ -98,64 +112,143 @@ def last_boxed(text: str) -> str | None:
             m = re.match(r"[^\s$]+", text[pos : pos + 100])
             if m:
                 return m.group()
-        end = start  # unclosed or empty: try the previous one
+        end = start  # unclosed: try the previous one
     return None
 
 
-# Final-answer phrases, used only when there is no <answer> tag and no \boxed. Each is anchored on a phrase,
-# never on a bare number, so a number in the reasoning cannot be taken for the answer. The patterns match
-# the phrase only (the answer is the rest of its line), so every occurrence is found, not just the first.
-_PHRASES = [
-    re.compile(r"####[ \t]*"),  # GSM8K reference style
-    re.compile(r"(?im)^[ \t]*(?:A|Answer|Final answer)[ \t]*:[ \t]*"),  # "A: 42" on its own line
-    re.compile(r"(?i)\b(?:final answer|the answer)(?: to [^\n.]{0,80}?)?[ \t]+is[ \t]*:?[ \t]*"),
-]
-_SENTENCE_END = re.compile(r"\.(?:\s|$)|[;!?](?:\s|$)")
-MAX_PHRASE_ANSWER_CHARS = 300
-
-
-def _phrase_answer(text: str) -> str | None:
-    """The answer stated by the last final-answer phrase after the reasoning, else None."""
-    think_end = text.rfind("</think>")
-    if think_end >= 0:
-        text = text[think_end + len("</think>") :]
-    elif "<think>" in text:
-        return None  # the reasoning never closed: whatever it states is not a final answer
-    start = max((m.end() for pattern in _PHRASES for m in pattern.finditer(text)), default=-1)
-    if start < 0:
-        return None
-    line_end = text.find("\n", start, start + MAX_PHRASE_ANSWER_CHARS)
-    span = text[start : line_end if line_end >= 0 else start + MAX_PHRASE_ANSWER_CHARS].strip()
-    for left, right in _WRAPPERS:  # "$\frac{1}{2}$. So ..." -> the math group
-        if span.startswith(left):
-            end = span.find(right, len(left))
-            if end > len(left):
-                return span[: end + len(right)]
-            break
-    m = _SENTENCE_END.search(span)  # "42. I hope it is correct." -> "42"; decimals survive
-    if m:
-        span = span[: m.start()]
-    return span.strip() or None
-
-
-def extract_answer(text: str) -> str | None:
-    """The answer span of a response: content of the last `<answer>…</answer>`, else of the last
-    `\\boxed{…}`/`\\fbox{…}`, else of the last final-answer phrase after `</think>`, else None.
-
-    Linear in the length of the text (rfind, bounded brace scans, anchored regexes), so megabyte outputs
-    cost milliseconds.
-    """
-    if not isinstance(text, str) or not text:
-        return None
+def _answer_tag(text: str) -> str | None:
+    """Content of the last `<answer>…</answer>` pair, else None."""
     close = text.rfind("</answer>")
     if close >= 0:
         open_ = text.rfind("<answer>", 0, close)
         if open_ >= 0:
             return text[open_ + len("<answer>") : close].strip()
-    boxed = last_boxed(text)
+    return None
+
+
+def _regions(text: str) -> tuple[str, str]:
+    """(final response, reasoning): the text after the last `</think>` and the reasoning before it; with a
+    `<think>` that never closes, no final response and the unfinished reasoning; without think tags, the
+    whole text as the final response."""
+    think_end = text.rfind("</think>")
+    if think_end >= 0:
+        return text[think_end + len("</think>") :], text[:think_end]
+    think_start = text.find("<think>")
+    if think_start >= 0:
+        return "", text[think_start + len("<think>") :]
+    return text, ""
+
+
+# Final-answer phrases of the eval policy, each anchored on a phrase (the answer is the rest of its line).
+# "A: 42" counts on the last line only: earlier it is a multiple-choice option ("A: 12\nB: 15").
+_PHRASES = [
+    re.compile(r"####[ \t]*"),  # GSM8K reference style
+    re.compile(r"(?im)^[ \t>*#]*(?:\*\*)?(?:final answer|answer)(?:\*\*)?[ \t]*:(?:\*\*)?[ \t]*"),
+    re.compile(
+        r"(?i)\b(?:final answer|the answer|answer)(?: to [^\n.]{0,80}?)?(?:\*\*)?[ \t]+is(?:\*\*)?[ \t]*:?[ \t]*"
+    ),
+]
+_LAST_LINE_A = re.compile(r"(?m)^[ \t]*A[ \t]*:[ \t]*(?=\S[^\n]*\s*\Z)")
+_SENTENCE_END = re.compile(r"\.(?:\s|$)|[;!?](?:\s|$)")
+MAX_PHRASE_ANSWER_CHARS = 300
+# Math groups: display ($$…$$, \[…\]) may span lines, inline ($…$, \(…\)) stay on one; a `\$` is currency.
+_MATH_GROUP = re.compile(
+    r"(?<!\\)\$\$(.+?)(?<!\\)\$\$|\\\[(.+?)\\\]|(?<![\\$])\$(?!\$)([^$\n]+?)(?<!\\)\$|\\\((.+?)\\\)", re.DOTALL
+)
+# Numbers: thousands groups (1,000), decimals, simple fractions; a sign when it is not a hyphen in a word.
+_NUMBER = re.compile(r"(?<![\w.])-?(?:[0-9]{1,3}(?:,[0-9]{3})+|[0-9]+)(?:\.[0-9]+)?(?:/[0-9]+)?(?![\w])")
+
+
+def _math_group_answer(content: str) -> str:
+    """The answer in a math group: the right-hand side of its last `=` ("x = 5" -> "5"), else all of it."""
+    content = content.strip()
+    if "=" in content and not re.search(r"\\(?:le|ge|ne)q?\b|[<>]", content):
+        rhs = content.rsplit("=", 1)[1].strip()
+        if rhs:
+            return rhs
+    return content
+
+
+def _phrase_span(text: str, start: int) -> str | None:
+    """The answer that follows a phrase ending at `start`: a math group right after it (also on the next
+    line: "The answer is:\n\\[ 42 \\]") or after words only ("is therefore $5$"), else the rest of its
+    line cut at the end of the sentence ("42. I hope it is correct." -> "42"; decimals survive)."""
+    rest = text[start : start + MAX_PHRASE_ANSWER_CHARS]
+    if not rest.split("\n", 1)[0].strip(" \t*:"):
+        rest = rest.lstrip(" \t*:\n")
+    line = rest.split("\n", 1)[0]
+    m = _MATH_GROUP.match(rest.lstrip(" \t*:"))
+    if m is None:
+        m = _MATH_GROUP.search(line)
+        if m is not None and _NUMBER.search(line[: m.start()]):
+            m = None  # "5 because $2+3=5$": the text comes first
+    if m is not None:
+        return _math_group_answer(next(g for g in m.groups() if g is not None)) or None
+    span = line.strip().strip("*").strip()
+    end = _SENTENCE_END.search(span)
+    if end:
+        span = span[: end.start()]
+    return span.strip().strip("*").strip() or None
+
+
+def _phrase_answer(text: str) -> str | None:
+    """The answer stated by the last final-answer phrase of the text, else None."""
+    start = max((m.end() for pattern in _PHRASES for m in pattern.finditer(text)), default=-1)
+    m = _LAST_LINE_A.search(text, max(0, len(text) - MAX_STATEMENT_CHARS))
+    if m and m.end() > start:
+        start = m.end()
+    return None if start < 0 else _phrase_span(text, start)
+
+
+def _last_statement_answer(text: str) -> str | None:
+    """The rightmost math group or number in the last MAX_STATEMENT_CHARS of the text (numbers inside a
+    math group belong to the group): "Therefore, Hillary has 7 nickels." -> "7"."""
+    tail = text[-MAX_STATEMENT_CHARS:]
+    best, best_end = None, -1
+    covered = []
+    for m in _MATH_GROUP.finditer(tail):
+        covered.append((m.start(), m.end()))
+        content = next(g for g in m.groups() if g is not None)
+        if (_NUMBER.search(content) or re.search(r"\\[a-zA-Z]|[a-zA-Z]", content)) and m.end() > best_end:
+            best, best_end = _math_group_answer(content), m.end()
+    for m in _NUMBER.finditer(tail):
+        if m.end() > best_end and not any(s <= m.start() < e for s, e in covered):
+            best, best_end = m.group(), m.end()
+    return best or None
+
+
+def _eval_answer(region: str) -> str | None:
+    boxed = last_boxed(region)
     if boxed is not None:
         return boxed
-    return _phrase_answer(text)
+    phrase = _phrase_answer(region)
+    if phrase is not None:
+        return phrase
+    return _last_statement_answer(region)
+
+
+def extract_answer(text: str, policy: str = "strict") -> str | None:
+    """The answer span of a response under `policy` (`strict` or `eval`, see the module docstring), or None.
+
+    Linear in the length of the text (rfind, bounded brace scans, regexes with no nested quantifiers over
+    bounded windows), so megabyte outputs cost milliseconds.
+    """
+    if policy not in POLICIES:
+        raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
+    if not isinstance(text, str) or not text:
+        return None
+    tag = _answer_tag(text)
+    if tag:
+        return tag
+    final, reasoning = _regions(text)
+    if policy == "strict":
+        return last_boxed(final)
+    answer = _eval_answer(final) if final.strip() else None
+    if answer is None and reasoning:
+        # No answer after the reasoning (it never closed, or the final response is empty or garbage): the
+        # Qwen2.5-Math harness scores the whole text, so what the reasoning ends with counts.
+        answer = _eval_answer(reasoning)
+    return answer
 
 
 def gold_from_gsm8k(answer_text: str) -> str | None:
@@ -174,23 +267,17 @@ def gold_from_boxed(solution_text: str) -> str | None:
 
 
 def normalize_gold(value: Any, gold_format: str = "plain") -> str | None:
-    """A gold answer as a string: `plain` takes it as is (numbers allowed), `gsm8k`/`boxed` extract it."""
+    """A gold answer as a string: `plain` takes it as is (numbers allowed), `gsm8k`/`boxed` extract it.
+
+    Numbers of any numeric type (int, float, numpy scalars, Decimal, Fraction) become their plain decimal
+    text: integral floats as integers (AMC stores 27.0), never exponent notation. None for no usable gold.
+    """
     if gold_format not in GOLD_FORMATS:
         raise ValueError(f"gold_format must be one of {GOLD_FORMATS}, got {gold_format!r}")
     if isinstance(value, bool) or value is None:
         return None
-    if isinstance(value, (int, float)):
-        # Numeric gold columns (AMC stores 27.0): integral floats as integers, never exponent notation.
-        if isinstance(value, float):
-            if not math.isfinite(value):
-                return None
-            if not value.is_integer():
-                return format(Decimal(repr(value)), "f")
-            value = int(value)
-        try:
-            return str(value)
-        except ValueError:  # an int too long for str()
-            return None
+    if isinstance(value, numbers.Number) and not isinstance(value, str):
+        return _number_text(value)
     if not isinstance(value, str):
         return None
     if gold_format == "gsm8k":
@@ -198,6 +285,30 @@ def normalize_gold(value: Any, gold_format: str = "plain") -> str | None:
     if gold_format == "boxed":
         return gold_from_boxed(value)
     return value.strip() or None
+
+
+def _number_text(value: numbers.Number) -> str | None:
+    try:
+        if isinstance(value, numbers.Integral):  # int, numpy integers
+            return str(int(value))
+        if isinstance(value, Fraction):
+            return str(value)
+        if isinstance(value, numbers.Real):  # float, numpy floats, Decimal
+            if isinstance(value, Decimal):
+                d = value
+            else:
+                f = float(value)
+                if not math.isfinite(f):
+                    return None
+                d = Decimal(repr(f))
+            if not d.is_finite():
+                return None
+            if d == d.to_integral_value():
+                return str(int(d))
+            return format(d.normalize(), "f")
+    except (ValueError, OverflowError, TypeError):  # an int too long for str(), a complex number
+        return None
+    return None
 
 
 # ------------------------------------------------------------------------------------------- fast number path
@@ -209,8 +320,8 @@ class _Number(NamedTuple):  # a NamedTuple, not a dataclass: this sits on the ho
     decimal: bool  # written with a decimal point: compared like math-verify, rounded to 6 places
 
 
-_DECIMAL = re.compile(r"([-+]?)(\d{1,3}(?:,\d{3})+|\d*)(?:\.(\d+))?")
-_FRACTION = re.compile(r"([-+]?)(?:\\frac\{(\d+)\}\{(\d+)\}|\\frac(\d)(\d)|(\d+)/(\d+))")
+_DECIMAL = re.compile(r"([-+]?)([0-9]{1,3}(?:,[0-9]{3})+|[0-9]*)(?:\.([0-9]+))?")
+_FRACTION = re.compile(r"([-+]?)(?:\\frac\{([0-9]+)\}\{([0-9]+)\}|\\frac([0-9])([0-9])|([0-9]+)/([0-9]+))")
 
 
 def _unwrap(s: str) -> str:
@@ -233,7 +344,8 @@ def _unwrap(s: str) -> str:
 
 
 def _as_number(span: str) -> _Number | None:
-    """The span as a plain number (integer, decimal, fraction; thousands commas, currency, sign), else None."""
+    """The span as a plain number (integer, decimal, fraction; thousands separators, currency, sign, leading
+    zeros), else None."""
     if span.isascii() and span.isdigit() and len(span) <= MAX_EXACT_DIGITS:  # the common case, 1 us
         value = int(span)
         return _Number(value, str(value), False)
@@ -284,6 +396,35 @@ def _numbers_equal(a: _Number, b: _Number) -> bool:
     return False
 
 
+# ------------------------------------------------------------------------------------------- choice letters
+
+_TEXT_WRAPPER = re.compile(r"\\(?:text|textbf|mathrm|mathbf|textrm|mathit|textit|bf|rm)\s*\{([^{}]*)\}")
+
+
+def _strip_text_wrappers(s: str) -> str:
+    for _ in range(3):
+        s2 = _TEXT_WRAPPER.sub(r"\1", s)
+        if s2 == s:
+            break
+        s = s2
+    return s
+
+
+def choice_letter(span: str, leading: bool = False) -> str | None:
+    """The multiple-choice letter A-E a span stands for: `C`, `(C)`, `\\text{(C)}`, `\\textbf{(C)}`; with
+    `leading`, also an option written out (`\\text{(C) Plane}`, `(C) 12`). None otherwise, and for a span
+    naming two different letters."""
+    s = _strip_text_wrappers(_unwrap(span)).replace("{", "").replace("}", "").strip().rstrip(".").strip()
+    m = re.fullmatch(r"\(?([A-E])\)?", s)
+    if m:
+        return m.group(1)
+    if leading:
+        m = re.match(r"\(([A-E])\)(?![A-Za-z])", s)
+        if m and len(set(re.findall(r"\(([A-E])\)", s))) == 1:
+            return m.group(1)
+    return None
+
+
 # ------------------------------------------------------------------------------------------ math-verify path
 
 
@@ -317,34 +458,128 @@ def _time_limit(seconds: float) -> Iterator[None]:
             signal.setitimer(signal.ITIMER_REAL, max(old_delay - (time.monotonic() - started), 1e-3))
 
 
-_BIG_EXPONENT = re.compile(r"(?:\^|\*\*)\s*[{(]?\s*[-+]?\d{5,}")
 _BIG_COMBINATORIC = re.compile(r"\d{5,}\s*!|\\binom|\\choose|factorial|binomial|gamma")
-_GROUP_TOKEN = re.compile(r"\\.|[{}()]|\^|\*\*")  # escaped \{ \( are not groups
+# Tokens of the power-size estimate: numbers, commands, groups, operators; anything else is a symbol.
+_POWER_TOKEN = re.compile(r"[0-9]+(?:\.[0-9]+)?|\\[a-zA-Z]+|\\.|\*\*|[{}()\[\]^*/+\-,=]|[a-zA-Z]|\S")
+_PRODUCT_COMMANDS = {"\\cdot", "\\times"}
+
+
+class _TooBig(Exception):
+    pass
+
+
+def _power_digits_ok(span: str) -> bool:
+    """False when some numeric power in the span has a value of more than MAX_POWER_DIGITS digits.
+
+    A small recursive estimate of log10|value| over numbers, groups, + - * / ^ **, \\frac, \\cdot and
+    \\times; a letter or any other command is a symbol (unknown value). Symbolic powers are harmless
+    (sympy keeps e^{-x^{2}} and x^{9^{9}} unevaluated); only a numeric base with a numeric exponent is
+    computed, and 3^{2^{2}} = 81 is fine while 9^{9^{9}} has 370 million digits.
+    """
+    tokens = _POWER_TOKEN.findall(span)
+    pos = 0
+
+    def peek() -> str | None:
+        return tokens[pos] if pos < len(tokens) else None
+
+    def take() -> str:
+        nonlocal pos
+        pos += 1
+        return tokens[pos - 1]
+
+    def group(closer: str) -> float | None:
+        value = expr(closer)
+        if peek() == closer:
+            take()
+        return value
+
+    def atom() -> float | None:
+        tok = take()
+        if tok[0].isdigit():
+            v = float(tok)
+            return math.log10(v) if v > 0 else 0.0
+        if tok in ("{", "(", "["):
+            return group({"{": "}", "(": ")", "[": "]"}[tok])
+        if tok == "\\frac" and peek() == "{":
+            take()
+            num = group("}")
+            if peek() == "{":
+                take()
+                group("}")
+            return num
+        return None  # a symbol or command
+
+    def power() -> float | None:
+        base = atom()
+        if peek() in ("^", "**"):
+            take()
+            if peek() is None:
+                return base
+            exponent = power()  # right-associative: 9^9^9 = 9^(9^9)
+            if exponent is None or base is None:
+                return None
+            if base <= 0:  # |base| <= 1
+                return 0.0
+            if exponent > 10:  # an exponent of more than 10^10
+                raise _TooBig
+            value = (10.0 ** exponent) * base  # digits of the power: exponent value x log10(base)
+            if value > MAX_POWER_DIGITS:
+                raise _TooBig
+            return value
+        return base
+
+    def term(closer: str | None) -> float | None:
+        total, known = 0.0, False
+        while peek() is not None and peek() not in ("+", "-", ",", "=", closer) and peek() not in "})]":
+            if peek() in ("*", "/") or peek() in _PRODUCT_COMMANDS:
+                take()
+                continue
+            value = power()
+            if value is not None:
+                total, known = total + max(value, 0.0), True
+        return total if known else None
+
+    def expr(closer: str | None) -> float | None:
+        best = None
+        while peek() is not None and peek() != closer:
+            if peek() in ("+", "-", ",", "="):
+                take()
+                continue
+            if peek() in "})]":  # an unbalanced closer of another kind
+                take()
+                continue
+            value = term(closer)
+            if value is not None:
+                best = value if best is None else max(best, value) + math.log10(2)
+        return best
+
+    try:
+        expr(None)
+    except _TooBig:
+        return False
+    except RecursionError:
+        return False
+    return True
 
 
 def _is_unsafe(span: str) -> bool:
     """Spans that could stall sympy inside C code (where no signal is delivered) or overflow the parser:
-    too long, too deeply nested, power towers (9^{9^{9}}, 9**9**9), or huge exponents and factorials."""
+    too long, nested deeper than MAX_BRACE_DEPTH, numeric powers of more than MAX_POWER_DIGITS digits
+    (9^{9^{9}}, 9**9**9, 10^{1000000}), factorials and binomials of 5-digit numbers."""
     if len(span) > MAX_SPAN_CHARS:
         return True
-    if _BIG_EXPONENT.search(span) or (_BIG_COMBINATORIC.search(span) and re.search(r"\d{5,}", span)):
+    if _BIG_COMBINATORIC.search(span) and re.search(r"\d{5,}", span):
         return True
-    if "**" in span and len(re.findall(r"\^|\*\*", span)) > 1:
-        return True
-    exponent_groups: list[bool] = []  # one entry per open {…} or (…): is it an exponent?
-    caret_end = -1
-    for m in _GROUP_TOKEN.finditer(span):
-        tok = m.group()
-        if tok in ("^", "**"):
-            if any(exponent_groups):
+    depth = 0
+    for ch in span:
+        if ch in "{(":
+            depth += 1
+            if depth > MAX_BRACE_DEPTH:
                 return True
-            caret_end = m.end()
-        elif tok in ("{", "("):
-            exponent_groups.append(caret_end >= 0 and not span[caret_end : m.start()].strip())
-            if len(exponent_groups) > MAX_BRACE_DEPTH:
-                return True
-        elif tok in ("}", ")") and exponent_groups:
-            exponent_groups.pop()
+        elif ch in "})":
+            depth -= 1
+    if "^" in span or "**" in span:
+        return not _power_digits_ok(span)
     return False
 
 
@@ -358,12 +593,16 @@ def _canon_text(s: str) -> str:
 
 def answer_key(span: str | None) -> str | None:
     """A normalized form of an answer span for majority voting: equal numbers get one key ("0.5",
-    "\\frac{1}{2}", "$1/2$" -> "1/2"), other spans their delimiter- and whitespace-free text."""
+    "\\frac{1}{2}", "$1/2$" -> "1/2"), choice letters theirs ("\\text{(C)}" -> "(C)"), other spans their
+    delimiter- and whitespace-free text."""
     if not isinstance(span, str) or not span.strip():
         return None
     number = _as_number(span)
     if number is not None:
         return number.canon if number.value is None else str(number.value)
+    letter = choice_letter(span)
+    if letter is not None:
+        return f"({letter})"
     return _canon_text(span)
 
 
@@ -419,15 +658,18 @@ def _math_verify_equal(pred: str, gold: str) -> bool:
     return False
 
 
-def _bounded_math_verify(pred: str, gold: str, timeout_s: float) -> bool:
-    """math-verify under a deadline in the main thread; a worker process from any other thread."""
+def _bounded_math_verify(pred: str, gold: str, timeout_s: float) -> tuple[str, str | None]:
+    """math-verify under a deadline in the main thread; a worker process from any other thread.
+    Returns (verdict, reason): reason says why for an `error` verdict."""
     if not _in_main_thread():
         return _verify_in_worker(pred, gold, timeout_s)
     try:
         with _time_limit(timeout_s):
-            return _math_verify_equal(pred, gold)
-    except (_Deadline, Exception):
-        return False
+            return (TRUE if _math_verify_equal(pred, gold) else FALSE), None
+    except _Deadline:
+        return ERROR, "timeout"
+    except Exception as e:  # noqa: BLE001 - any failure inside sympy/math-verify is an error verdict
+        return ERROR, f"exception: {type(e).__name__}"
 
 
 class _Worker:
@@ -446,18 +688,22 @@ class _Worker:
         )
         self.started = False
 
-    def ask(self, pred: str, gold: str, timeout_s: float) -> bool | None:
-        """The verdict, or None if the worker died or did not answer in time."""
+    def ask(self, pred: str, gold: str, timeout_s: float) -> tuple[str, str | None] | None:
+        """The (verdict, reason), or None if the worker died or did not answer in time."""
         self.proc.stdin.write(json.dumps({"pred": pred, "gold": gold, "timeout_s": timeout_s}) + "\n")
         self.proc.stdin.flush()
         # The first answer includes the worker's start-up (importing sympy and math-verify).
         wait = timeout_s + (5.0 if self.started else 60.0)
         ready, _, _ = select.select([self.proc.stdout], [], [], wait)
         line = self.proc.stdout.readline() if ready else ""
-        if line.strip() not in ("0", "1"):
+        try:
+            answer = json.loads(line)
+        except ValueError:
+            return None
+        if not isinstance(answer, list) or len(answer) != 2 or answer[0] not in (TRUE, FALSE, ERROR):
             return None
         self.started = True
-        return line.strip() == "1"
+        return answer[0], answer[1]
 
     def close(self) -> None:
         self.proc.kill()
@@ -468,348 +714,92 @@ _worker_lock = threading.Lock()
 _worker: _Worker | None = None
 
 
-def _verify_in_worker(pred: str, gold: str, timeout_s: float) -> bool:
+def _verify_in_worker(pred: str, gold: str, timeout_s: float) -> tuple[str, str | None]:
     global _worker
     with _worker_lock:  # one request at a time: the worker answers in order
         try:
             if _worker is None:
                 _worker = _Worker()
                 atexit.register(_worker.close)
-            verdict = _worker.ask(pred, gold, timeout_s)
+            answer = _worker.ask(pred, gold, timeout_s)
         except (OSError, ValueError):
-            verdict = None
-        if verdict is None and _worker is not None:  # stuck or dead: replace it on the next call
+            answer = None
+        if answer is None and _worker is not None:  # stuck or dead: replace it on the next call
             _worker.close()
             _worker = None
-        return bool(verdict)
+        return answer if answer is not None else (ERROR, "timeout (worker)")
 
 
 def _worker_main() -> None:
     for line in sys.stdin:
         request = json.loads(line)
-        ok = verify(request["pred"], request["gold"], request["timeout_s"])
-        sys.stdout.write("1\n" if ok else "0\n")
+        verdict = verify_verdict(request["pred"], request["gold"], request["timeout_s"])
+        sys.stdout.write(json.dumps(list(verdict)) + "\n")
         sys.stdout.flush()
 
 
 # ----------------------------------------------------------------------------------------------- the verdict
 
 
-def verify(pred_span: str | None, gold: Any, timeout_s: float = VERIFY_TIMEOUT_S) -> bool:
-    """Whether an extracted answer span equals the gold answer. Never raises; bounded in time.
+def verify_verdict(pred_span: str | None, gold: Any, timeout_s: float = VERIFY_TIMEOUT_S) -> tuple[str, str | None]:
+    """(verdict, reason): whether an extracted answer span equals the gold answer. Never raises; bounded.
 
-    Plain numbers on both sides compare exactly (floats rounded to 6 places, as math-verify does);
-    anything else goes through math-verify within `timeout_s` seconds; spans too large or too deep for
-    sympy are compared as normalized strings.
+    The verdict is `true`, `false` (wrong, no answer, no gold) or `error` (math-verify timed out or raised;
+    the reason says which). Plain numbers on both sides compare exactly (floats rounded to 6 places, as
+    math-verify does); a choice-letter gold compares letters; equal normalized text is equal; anything else
+    goes through math-verify within `timeout_s` seconds; spans too large for sympy compare as text.
     """
     try:
         if not isinstance(pred_span, str):
-            return False
+            return FALSE, None
         gold_text = normalize_gold(gold)
         pred = pred_span.strip()
         if not pred or gold_text is None:
-            return False
+            return FALSE, None
         a, b = _as_number(pred), _as_number(gold_text)
         if a is not None and b is not None:
-            return _numbers_equal(a, b)
+            return (TRUE if _numbers_equal(a, b) else FALSE), None
+        letter = choice_letter(gold_text)
+        if letter is not None:
+            pred_letter = choice_letter(pred, leading=True)
+            if pred_letter is not None:
+                return (TRUE if pred_letter == letter else FALSE), None
+        if _canon_text(pred) == _canon_text(gold_text):
+            return TRUE, None
         if _is_unsafe(pred) or _is_unsafe(gold_text):
-            return _canon_text(pred) == _canon_text(gold_text)
+            return FALSE, None  # not equal as text (above), and too big to compare any other way
         return _bounded_math_verify(pred, gold_text, timeout_s)
-    except Exception:
-        return False
+    except Exception as e:  # noqa: BLE001 - a verifier bug is an error verdict, never a crash of the caller
+        return ERROR, f"exception: {type(e).__name__}"
 
 
-def is_correct(completion: str, gold: Any) -> bool:
-    """The accuracy verdict of a whole response: `verify(extract_answer(completion), gold)`."""
-    return verify(extract_answer(completion), gold)
+def verify(pred_span: str | None, gold: Any, timeout_s: float = VERIFY_TIMEOUT_S) -> bool:
+    """Whether an extracted answer span equals the gold answer (`verify_verdict(...)` is `true`)."""
+    return verify_verdict(pred_span, gold, timeout_s)[0] == TRUE
 
 
-# -------------------------------------------------------------------------------------- scoring a JSONL file
+class Check(NamedTuple):
+    """One response checked against its gold: the extracted span, the verdict and, for errors, why."""
 
-
-class VerifyInputError(ValueError):
-    """A JSONL file that cannot be scored; the message names the file, line and field."""
-
-
-@dataclass
-class Confusion:
-    """2x2 counts of (label, ours)."""
-
-    label_true_ours_true: int = 0
-    label_true_ours_false: int = 0
-    label_false_ours_true: int = 0
-    label_false_ours_false: int = 0
-
-    def add(self, label: bool, ours: bool) -> None:
-        name = f"label_{str(label).lower()}_ours_{str(ours).lower()}"
-        setattr(self, name, getattr(self, name) + 1)
-
-
-@dataclass
-class GroupStats:
-    n: int = 0
-    correct: int = 0  # our verdict true
-    labelled: int = 0
-    label_true: int = 0
-    agree: int = 0
-
-    @property
-    def accuracy(self) -> float:
-        return self.correct / self.n if self.n else 0.0
-
-    @property
-    def agreement(self) -> float | None:
-        return self.agree / self.labelled if self.labelled else None
-
-
-@dataclass
-class ItemVerdict:
-    line: int
-    group: str | None
     extracted: str | None
-    correct: bool
-    label: bool | None = None
-    uid: Any = None
-
-
-@dataclass
-class VerifyResult:
-    path: str
-    items: list[ItemVerdict]
-    seconds: float
-    label_field: str | None = None
-    groups: dict[str, GroupStats] = field(default_factory=dict)
-    overall: GroupStats = field(default_factory=GroupStats)
-    confusion: Confusion | None = None
+    verdict: str  # TRUE, FALSE or ERROR
+    reason: str | None = None  # "timeout", "timeout (worker)" or "exception: <type>" for an ERROR
 
     @property
-    def throughput(self) -> float:
-        """Responses verified per second (extraction + verification, excluding file reading)."""
-        return len(self.items) / self.seconds if self.seconds > 0 else float("inf")
-
-    @property
-    def agreement(self) -> float | None:
-        return self.overall.agreement
-
-    def disagreements(self) -> list[ItemVerdict]:
-        return [it for it in self.items if it.label is not None and it.label != it.correct]
+    def correct(self) -> bool:
+        return self.verdict == TRUE
 
 
-_TRUE = {"true", "1", "yes", "correct", "y", "t"}
-_FALSE = {"false", "0", "no", "incorrect", "wrong", "n", "f"}
+def check(completion: Any, gold: Any, policy: str = "strict", timeout_s: float = VERIFY_TIMEOUT_S) -> Check:
+    """Extract under `policy`, then verify: the full verdict of one response. Never raises."""
+    extracted = extract_answer(completion, policy) if isinstance(completion, str) else None
+    verdict, reason = verify_verdict(extracted, gold, timeout_s)
+    return Check(extracted, verdict, reason)
 
 
-def _as_label(value: Any) -> bool | None:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, (int, float)) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-        return value.strip().lower() in _TRUE
-    return None
-
-
-def _response_text(value: Any) -> str | None:
-    """A response field as text: a string, or a chat list whose last message content is the response."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list) and value and isinstance(value[-1], dict):
-        content = value[-1].get("content")
-        return content if isinstance(content, str) else None
-    return None
-
-
-def _read_records(path: Path) -> list[tuple[int, dict]]:
-    if not path.exists():
-        raise VerifyInputError(f"{path}: file not found")
-    if path.is_dir():
-        raise VerifyInputError(f"{path}: is a directory, expected a JSONL file")
-    records = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise VerifyInputError(f"{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
-            if not isinstance(record, dict):
-                raise VerifyInputError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
-            records.append((lineno, record))
-    if not records:
-        raise VerifyInputError(f"{path}: no records")
-    return records
-
-
-def _field(path: Path, lineno: int, record: dict, name: str) -> Any:
-    if name not in record:
-        available = ", ".join(sorted(record)[:20])
-        raise VerifyInputError(f"{path}:{lineno}: field {name!r} missing (fields: {available})")
-    return record[name]
-
-
-def _score_one(args: tuple[str | None, str]) -> tuple[str | None, bool]:
-    response, gold = args
-    extracted = extract_answer(response) if response is not None else None
-    return extracted, verify(extracted, gold)
-
-
-def score_jsonl(
-    path: str | os.PathLike,
-    response_field: str = "response",
-    gold_field: str = "gold_answer",
-    label_field: str | None = None,
-    gold_format: str = "plain",
-    workers: int = 1,
-    group_field: str | None = None,
-) -> VerifyResult:
-    """Verify every record of a JSONL file; with `label_field`, measure agreement with those labels.
-
-    Groups (for per-benchmark numbers) come from `group_field`, else a `benchmark` or `source` field when
-    the records have one. Raises VerifyInputError with the line and field on bad input.
-    """
-    path = Path(path)
-    if gold_format not in GOLD_FORMATS:
-        raise VerifyInputError(f"gold_format must be one of {', '.join(GOLD_FORMATS)}, got {gold_format!r}")
-    records = _read_records(path)
-    if group_field is None:
-        group_field = next((f for f in ("benchmark", "source") if f in records[0][1]), None)
-
-    jobs, meta = [], []
-    for lineno, record in records:
-        raw_response = _field(path, lineno, record, response_field)
-        response = _response_text(raw_response)
-        if response is None and raw_response is not None:
-            raise VerifyInputError(
-                f"{path}:{lineno}: field {response_field!r} must be a string or a chat message list, "
-                f"got {type(raw_response).__name__}"
-            )
-        gold = normalize_gold(_field(path, lineno, record, gold_field), gold_format)
-        if gold is None:
-            raise VerifyInputError(
-                f"{path}:{lineno}: field {gold_field!r} has no gold answer (format {gold_format!r})"
-            )
-        label = None
-        if label_field is not None:
-            label = _as_label(_field(path, lineno, record, label_field))
-            if label is None:
-                raise VerifyInputError(
-                    f"{path}:{lineno}: field {label_field!r} must be true/false, got {record[label_field]!r}"
-                )
-        group = record.get(group_field) if group_field else None
-        jobs.append((response, gold))
-        meta.append((lineno, None if group is None else str(group), label, record.get("uid", record.get("id"))))
-
-    start = time.perf_counter()
-    if workers > 1:
-        with multiprocessing.get_context("spawn").Pool(workers) as pool:
-            verdicts = pool.map(_score_one, jobs, chunksize=max(1, len(jobs) // (workers * 8)))
-    else:
-        verdicts = [_score_one(job) for job in jobs]
-    seconds = time.perf_counter() - start
-
-    result = VerifyResult(str(path), [], seconds, label_field=label_field)
-    if label_field is not None:
-        result.confusion = Confusion()
-    for (lineno, group, label, uid), (extracted, correct) in zip(meta, verdicts):
-        result.items.append(ItemVerdict(lineno, group, extracted, correct, label, uid))
-        stats = [result.overall] + ([result.groups.setdefault(group, GroupStats())] if group else [])
-        for s in stats:
-            s.n += 1
-            s.correct += correct
-            if label is not None:
-                s.labelled += 1
-                s.label_true += label
-                s.agree += label == correct
-        if label is not None:
-            result.confusion.add(label, correct)
-    return result
-
-
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.2f}%"
-
-
-def format_report(result: VerifyResult) -> str:
-    """A readable summary: accuracy, agreement per group, the confusion matrix and throughput."""
-    o = result.overall
-    lines = [
-        f"Verified {o.n} responses from {result.path} in {result.seconds:.2f} s "
-        f"({result.throughput:,.0f} responses/s)",
-        "",
-    ]
-    labelled = result.label_field is not None
-    header = f"{'group':<20} {'n':>7} {'ours correct':>13}"
-    if labelled:
-        header += f" {'label correct':>14} {'agree':>7} {'agreement':>10}"
-    lines.append(header)
-    lines.append("-" * len(header))
-    rows = sorted(result.groups.items()) + [("all", o)]
-    for name, s in rows:
-        row = f"{name:<20} {s.n:>7} {_pct(s.accuracy):>13}"
-        if labelled:
-            label_acc = s.label_true / s.labelled if s.labelled else None
-            row += f" {_pct(label_acc):>14} {s.agree:>7} {_pct(s.agreement):>10}"
-        lines.append(row)
-    if result.confusion is not None:
-        c = result.confusion
-        lines += [
-            "",
-            f"Confusion matrix (rows: {result.label_field!r}, columns: our verdict)",
-            f"{'':<14} {'ours=true':>10} {'ours=false':>11}",
-            f"{'label=true':<14} {c.label_true_ours_true:>10} {c.label_true_ours_false:>11}",
-            f"{'label=false':<14} {c.label_false_ours_true:>10} {c.label_false_ours_false:>11}",
-        ]
-        disagreements = result.disagreements()
-        if disagreements:
-            lines += ["", f"Disagreements: {len(disagreements)} (first 10: line, group, label, ours, extracted)"]
-            for it in disagreements[:10]:
-                shown = "None" if it.extracted is None else repr(it.extracted[:60])
-                lines.append(f"  line {it.line:>6}  {it.group or '-':<12} {it.label!s:<5} {it.correct!s:<5} {shown}")
-    return "\n".join(lines)
-
-
-def write_verdicts(result: VerifyResult, output: str | os.PathLike) -> None:
-    """Per-item verdicts as JSONL, written atomically (a temp file in the same folder, then os.replace)."""
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for it in result.items:
-                row = {"line": it.line, "uid": it.uid, "group": it.group, "extracted": it.extracted,
-                       "correct": it.correct}
-                if it.label is not None:
-                    row.update(label=it.label, agree=it.label == it.correct)
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        os.replace(tmp, output)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def run_verify(
-    file: str | os.PathLike,
-    response_field: str = "response",
-    gold_field: str = "gold_answer",
-    label_field: str | None = None,
-    gold_format: str = "plain",
-    group_field: str | None = None,
-    output: str | os.PathLike | None = None,
-    workers: int = 1,
-) -> int:
-    """`r1 verify`: score a JSONL file, print the report, optionally write verdicts. Returns an exit code
-    (0 done, 2 bad input)."""
-    try:
-        result = score_jsonl(file, response_field, gold_field, label_field, gold_format, workers, group_field)
-    except VerifyInputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(format_report(result))
-    if output is not None:
-        write_verdicts(result, output)
-        print(f"\nWrote {len(result.items)} verdicts to {output}")
-    return 0
+def is_correct(completion: str, gold: Any, policy: str = "strict") -> bool:
+    """The accuracy verdict of a whole response: `verify(extract_answer(completion, policy), gold)`."""
+    return check(completion, gold, policy).correct
 
 
 if __name__ == "__main__" and sys.argv[1:] == ["--worker"]:

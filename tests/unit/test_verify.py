@@ -11,17 +11,17 @@ import pytest
 
 from r1_pipeline import verify as V
 from r1_pipeline.verify import (
-    VerifyInputError,
+    check,
+    choice_letter,
     extract_answer,
-    format_report,
     gold_from_boxed,
     gold_from_gsm8k,
     is_correct,
     normalize_gold,
-    run_verify,
-    score_jsonl,
     verify,
+    verify_verdict,
 )
+from r1_pipeline.verify_report import VerifyInputError, format_report, run_verify, score_jsonl
 
 # ------------------------------------------------------------------------------------------------ extraction
 
@@ -53,18 +53,19 @@ def test_extract_tags_and_boxed(text, expected):
         ("She has 13 eggs\nShe makes 13 * 2 = $26\nA: 26", "26"),  # GPT-3 GSM8K style
         ("Total is 1,000.\n#### 1,000", "1,000"),
         ("We add 3 and 4. The answer is 7.", "7"),
-        ("The final answer is $\\frac{1}{2}$. I hope it is correct.", "$\\frac{1}{2}$"),
+        ("The final answer is $\\frac{1}{2}$. I hope it is correct.", "\\frac{1}{2}"),  # the math group
         ("The answer is 3.5 apples", "3.5 apples"),
         ("Answer: 12", "12"),
         ("The answer is 5? No. Recount.\nThe answer is 6.", "6"),  # the last statement wins
         ("<think>the answer is 5</think>\nThe answer is 6.", "6"),
-        ("<think>hmm, the answer is 5</think>\nI am not sure.", None),  # the reasoning's number is not taken
-        ("<think>A: 5\nstill thinking", None),  # the reasoning never closed
+        # no answer after the reasoning: the eval policy scores what the reasoning ends with (Qwen harness)
+        ("<think>hmm, the answer is 5</think>\nI am not sure.", "5"),
         ("The answer to part (a) is 10.", "10"),
     ],
 )
 def test_extract_final_answer_phrases(text, expected):
-    assert extract_answer(text) == expected
+    assert extract_answer(text, "eval") == expected
+    assert extract_answer(text, "strict") is None  # strict never falls back to phrases
 
 
 def test_extract_is_bounded_on_megabyte_outputs():
@@ -171,7 +172,8 @@ def test_verify_no_gold_is_false():
 def test_is_correct():
     assert is_correct("<think>\n2+2\n</think>\n<answer>4</answer>", "4")
     assert not is_correct("<think>\n2+2\n</think>\n<answer>5</answer>", "4")
-    assert is_correct("... so 13 * 2 = 26\nA: 26", "26")
+    assert is_correct("... so 13 * 2 = 26\nA: 26", "26", "eval")
+    assert not is_correct("... so 13 * 2 = 26\nA: 26", "26")  # strict: not the trained format
     assert not is_correct("<think>the answer is 4</think>", "4")
 
 
@@ -198,7 +200,8 @@ def test_math_verify_is_cut_at_the_deadline(monkeypatch):
 
     monkeypatch.setattr(V, "_math_verify_equal", slow)
     start = time.monotonic()
-    assert verify("\\sqrt{2}", "\\sqrt{2}", timeout_s=0.2) is False
+    assert verify("\\sqrt{8}", "2\\sqrt{2}", timeout_s=0.2) is False
+    assert verify_verdict("\\sqrt{8}", "2\\sqrt{2}", timeout_s=0.2) == ("error", "timeout")  # counted, not silent
     assert time.monotonic() - start < 5
 
 
@@ -314,7 +317,7 @@ def test_run_verify_prints_report_and_writes_verdicts(tmp_path, capsys):
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["correct"] for r in rows] == [True, False, True, True]
     assert rows[3] == {"line": 4, "uid": "d", "group": "math", "extracted": "3", "correct": True,
-                       "label": False, "agree": False}
+                       "verdict": "true", "label": False, "agree": False}
     assert list(out.parent.iterdir()) == [out]  # no temp file left behind
 
 
