@@ -337,10 +337,65 @@ class GRPOConfig(TrainerConfig):
     )
     num_completions_to_log: int = Field(8, ge=1, description="Rows in each logged completions table.")
     max_prompts: Optional[int] = Field(None, ge=1, description="Use at most this many RL prompts.")
+    # Parameters of the parametrized rewards (used when the reward is in reward_funcs; lengths in tokens).
+    soft_overlong_max_length: Optional[int] = Field(
+        None, ge=1, description="soft_overlong: the length (tokens) at which the punishment reaches -1 (DAPO's "
+        "L_max); null = max_completion_length. Beyond max_completion_length is rejected: no completion gets there."
+    )
+    soft_overlong_cache: Optional[int] = Field(
+        None, ge=0, description="soft_overlong: the punishment ramp (tokens) before the window's end (DAPO's "
+        "L_cache); null = a quarter of the window (open-r1's 1,024 / 256)."
+    )
+    cosine_max_len: Optional[int] = Field(
+        None, ge=1, description="cosine: the length (tokens) at which the cosine schedule ends; null = "
+        "max_completion_length. Beyond max_completion_length is rejected: the schedule would never finish."
+    )
+    cosine_min_value_wrong: float = Field(-1.0, description="cosine: reward of a wrong answer at length 0.")
+    cosine_max_value_wrong: float = Field(
+        -0.5, description="cosine: reward of a wrong answer at cosine_max_len (a long wrong try is punished less)."
+    )
+    cosine_min_value_correct: float = Field(0.5, description="cosine: reward of a right answer at cosine_max_len.")
+    cosine_max_value_correct: float = Field(1.0, description="cosine: reward of a right answer at length 0.")
+    repetition_ngram_size: int = Field(3, ge=1, description="repetition_penalty: word n-gram size.")
+    repetition_max_penalty: float = Field(
+        -1.0, le=0, description="repetition_penalty: the penalty when every n-gram is a repeat (<= 0)."
+    )
+    reasoning_steps_target: int = Field(
+        3, ge=1, description="reasoning_steps: steps for the full reward of 1.0 (open-r1 uses 3)."
+    )
+    reasoning_steps_count_lines: bool = Field(
+        True, description="reasoning_steps: also count each non-empty <think> line as a step (the tiny model "
+        "writes one equation a line); false for long chains of thought, which would all saturate."
+    )
+    language_consistency_span: Literal["think", "completion"] = Field(
+        "think", description="language_consistency: measure the share of English words in the <think> block "
+        "(the R1 paper's chain of thought) or in the whole completion."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> "GRPOConfig":
         from r1_pipeline.rewards import REWARD_REGISTRY
+
+        window = self.soft_overlong_max_length or self.max_completion_length
+        if window > self.max_completion_length:
+            raise ValueError(
+                f"soft_overlong_max_length ({window}) is beyond max_completion_length "
+                f"({self.max_completion_length}): no completion can reach it"
+            )
+        if self.soft_overlong_cache is not None and self.soft_overlong_cache > window:
+            raise ValueError(f"soft_overlong_cache ({self.soft_overlong_cache}) is longer than its window ({window})")
+        if self.cosine_max_len is not None and self.cosine_max_len > self.max_completion_length:
+            raise ValueError(
+                f"cosine_max_len ({self.cosine_max_len}) is beyond max_completion_length "
+                f"({self.max_completion_length}): the schedule would never finish"
+            )
+        if self.cosine_min_value_wrong > self.cosine_max_value_wrong:
+            raise ValueError("cosine_min_value_wrong must be <= cosine_max_value_wrong (short wrong answers punished most)")
+        if self.cosine_min_value_correct > self.cosine_max_value_correct:
+            raise ValueError("cosine_min_value_correct must be <= cosine_max_value_correct")
+        if self.cosine_max_value_wrong >= self.cosine_min_value_correct:
+            raise ValueError("cosine_max_value_wrong must be below cosine_min_value_correct (a wrong answer never "
+                             "earns more than a right one)")
 
         unknown = [n for n in self.reward_funcs if n not in REWARD_REGISTRY]
         if unknown:

@@ -11,7 +11,7 @@ from r1_pipeline.chat import completion_text, prompt_messages
 from r1_pipeline.config import Config, GRPOConfig
 from r1_pipeline.io import read_jsonl
 from r1_pipeline.modeling import load_model_and_tokenizer, resolve_device
-from r1_pipeline.rewards import REWARD_REGISTRY
+from r1_pipeline.rewards import reward_funcs
 from r1_pipeline.stage import require, require_package
 from r1_pipeline import checkpoints
 from r1_pipeline.training import save_trainer_final, trainer_kwargs, write_log_history
@@ -27,8 +27,7 @@ class CompletionRecorder:
         self.names = names
         self.last: dict = {}
 
-    def wrap(self, name: str):
-        fn = REWARD_REGISTRY[name]
+    def wrap(self, name: str, fn):
 
         @functools.wraps(fn)
         def reward(completions, **kwargs):
@@ -111,7 +110,10 @@ def train_grpo(cfg: Config, section: GRPOConfig, stage: str, init_model) -> dict
     model, tokenizer = load_model_and_tokenizer(init_model, resolve_device(cfg.project.device), cfg.project.precision)
     trainer = GRPOTrainer(
         model=model,
-        reward_funcs=[recorder.wrap(n) for n in section.reward_funcs],
+        # parametrized rewards built with this section's values (soft_overlong_*, cosine_*, ...); each gets
+        # TRL's kwargs, log_metric included (the accuracy reward logs rewards/accuracy/failures through it)
+        reward_funcs=[recorder.wrap(n, fn) for n, fn in zip(section.reward_funcs,
+                                                             reward_funcs(section.reward_funcs, section))],
         args=args,
         train_dataset=dataset,
         processing_class=tokenizer,

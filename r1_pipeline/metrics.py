@@ -101,8 +101,12 @@ def cons_at_k(answers: Sequence[Sequence[str | None]], gold_verdicts: Sequence[S
     return score / len(answers)
 
 
-def summarize(records: Iterable[Mapping[str, Any]]) -> dict[str, float | int]:
-    """Metrics from evaluation rows {problem_id, sample_idx, extracted, correct}.
+def summarize(
+    records: Iterable[Mapping[str, Any]], correct_key: str = "correct", extracted_key: str = "extracted"
+) -> dict[str, float | int]:
+    """Metrics from evaluation rows {problem_id, sample_idx, extracted, correct}; `correct_key` and
+    `extracted_key` name the verdict and answer fields (the evaluate stage keeps one pair per extraction
+    policy: `correct`/`extracted` for answer-correct, `correct_strict`/`extracted_strict` for format-following).
 
     Problems keep their order of first appearance and samples are ordered by sample_idx. k is the number of
     samples per problem (the smallest, if problems have different counts: pass@k then uses each problem's
@@ -112,7 +116,7 @@ def summarize(records: Iterable[Mapping[str, Any]]) -> dict[str, float | int]:
     for row in records:
         try:
             pid, idx = row["problem_id"], int(row["sample_idx"])
-            extracted, correct = row.get("extracted"), bool(row["correct"])
+            extracted, correct = row.get(extracted_key), bool(row[correct_key])
         except KeyError as e:
             raise ValueError(f"evaluation record without {e.args[0]!r}: {dict(row)}") from None
         samples = problems.setdefault(pid, {})

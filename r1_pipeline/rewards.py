@@ -9,8 +9,15 @@ Every reward is pure, returns one value per completion, never raises on any mode
 pathological ones (megabyte outputs, deep LaTeX, huge numbers): accuracy goes through `verify`, which bounds
 its own time; everything else is linear string work.
 
-Parametrized rewards (cosine, repetition, overlong) are callable classes made by a factory, so they pickle
-(TRL can ship reward functions to a spawned rollout worker); the registry holds them with default values.
+Accuracy uses the `strict` extraction policy (`<answer>` or the final `\\boxed{}` only: RL must not learn to
+skip the format). A verification that fails (a timeout or an exception inside math-verify) is neither right
+nor wrong: the sample gets None from the correctness rewards, and the failures of each call are logged
+through TRL's `log_metric` as `rewards/<name>/failures`, so a broken verifier is visible in the run.
+
+Parametrized rewards (cosine, repetition, overlong, reasoning steps, language consistency) are callable
+classes made by a factory, so they pickle (TRL can ship reward functions to a spawned rollout worker); the
+registry holds them with default values, and `reward_funcs(names, section)` builds them with the values of
+a trainer section of params (`grpo.soft_overlong_cache`, `grpo.cosine_max_len`, …).
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ import math
 import re
 from typing import Any, Callable
 
-from r1_pipeline.verify import gold_from_boxed, is_correct, normalize_gold
+from r1_pipeline.verify import ERROR, check, gold_from_boxed, normalize_gold
 
 RewardFn = Callable[..., list]
 REWARD_REGISTRY: dict[str, RewardFn] = {}
@@ -114,13 +121,40 @@ def _lengths(texts: list[str], kwargs: dict, unit: str, tokenizer: Any) -> list[
 # ------------------------------------------------------------------------------------------------ rewards
 
 
+def _correctness(texts: list[str], kwargs: dict) -> tuple[list[float | None], int]:
+    """1.0 / 0.0 per completion (None: no gold, or the verification failed) and the number of failures."""
+    rewards: list[float | None] = []
+    failures = 0
+    for text, gold in zip(texts, _golds(kwargs, len(texts))):
+        if gold is None:
+            rewards.append(None)
+            continue
+        c = check(text, gold, "strict")
+        if c.verdict == ERROR:
+            failures += 1
+            rewards.append(None)
+        else:
+            rewards.append(float(c.correct))
+    return rewards, failures
+
+
+def _log_failures(kwargs: dict, name: str, failures: int) -> None:
+    """Report verification failures to the trainer: TRL passes `log_metric` (averaged per logging step)."""
+    log_metric = kwargs.get("log_metric")
+    if callable(log_metric):
+        try:
+            log_metric(f"rewards/{name}/failures", float(failures))
+        except Exception:  # noqa: BLE001 - logging must never break a reward call
+            pass
+
+
 @register("accuracy")
 def accuracy_reward(completions, **kwargs) -> list[float | None]:
-    """1.0 when the extracted answer verifies against the gold, else 0.0; None when the sample has no gold."""
-    texts = _texts(completions)
-    return [
-        None if gold is None else float(is_correct(text, gold)) for text, gold in zip(texts, _golds(kwargs, len(texts)))
-    ]
+    """1.0 when the strictly extracted answer verifies against the gold, else 0.0; None when the sample has no
+    gold or its verification failed (counted in `rewards/accuracy/failures`)."""
+    rewards, failures = _correctness(_texts(completions), kwargs)
+    _log_failures(kwargs, "accuracy", failures)
+    return rewards
 
 
 _TAGS = ("<think>", "</think>", "<answer>", "</answer>")
@@ -160,39 +194,59 @@ def tag_count_reward(completions, **kwargs) -> list[float]:
 _STEP_MARKERS = re.compile(r"(?m)Step \d+:|^[ \t]*\d+\.\s|^[ \t]*[-*]\s|\b(?:First|Second|Third|Next|Then|Finally),")
 
 
-@register("reasoning_steps")
-def reasoning_steps_reward(completions, **kwargs) -> list[float]:
-    """min(1, steps / 3). Steps are open-r1's markers ("Step 1:", "1.", bullets, "First,", …) or, inside a
-    <think> block, its non-empty lines when there are more of them (the tiny model writes one equation a line)."""
-    rewards = []
-    for text in _texts(completions):
-        think = think_span(text)
-        steps = len(_STEP_MARKERS.findall(text if think is None else think))
-        if think is not None:
-            steps = max(steps, sum(1 for line in think.splitlines() if line.strip()))
-        rewards.append(min(1.0, steps / 3))
-    return rewards
+class ReasoningSteps:
+    """min(1, steps / target_steps). Steps are open-r1's markers ("Step 1:", "1.", bullets, "First,", …)
+    or, with count_lines, the non-empty lines of the <think> block when there are more of them (the tiny
+    model writes one equation a line; a long chain of thought has hundreds of lines, so a real run sets
+    count_lines false and a target that takes more than three lines to reach)."""
+
+    __name__ = "reasoning_steps_reward"
+
+    def __init__(self, target_steps: int, count_lines: bool):
+        if target_steps < 1:
+            raise ValueError(f"target_steps must be >= 1, got {target_steps}")
+        self.target_steps, self.count_lines = target_steps, bool(count_lines)
+
+    def __call__(self, completions, **kwargs) -> list[float]:
+        rewards = []
+        for text in _texts(completions):
+            think = think_span(text)
+            steps = len(_STEP_MARKERS.findall(text if think is None else think))
+            if think is not None and self.count_lines:
+                steps = max(steps, sum(1 for line in think.splitlines() if line.strip()))
+            rewards.append(min(1.0, steps / self.target_steps))
+        return rewards
+
+
+def get_reasoning_steps_reward(target_steps: int = 3, count_lines: bool = True) -> ReasoningSteps:
+    return ReasoningSteps(target_steps, count_lines)
 
 
 class CosineReward:
     """Correctness scaled by length on a cosine schedule (Demystifying Long CoT, appendix C.1; open-r1):
     a correct answer earns max_value_correct when short, falling to min_value_correct at max_len; a wrong one
     is punished most (min_value_wrong) when short, least (max_value_wrong) at max_len. Lengths past max_len
-    are clamped (cos is periodic). None when the sample has no gold or its length is unknown."""
+    are clamped (cos is periodic). Lengths in tokens (a tokenizer if given, else the `completion_ids` TRL
+    passes) or in characters. None when the sample has no gold, its length is unknown or its verification
+    failed (counted in `rewards/cosine/failures`)."""
 
     __name__ = "cosine_reward"
 
-    def __init__(self, min_value_wrong, max_value_wrong, min_value_correct, max_value_correct, max_len, tokenizer):
+    def __init__(self, min_value_wrong, max_value_wrong, min_value_correct, max_value_correct, max_len, unit,
+                 tokenizer):
         if max_len <= 0:
             raise ValueError(f"max_len must be > 0, got {max_len}")
+        if unit not in ("tokens", "chars"):
+            raise ValueError(f"unit must be 'tokens' or 'chars', got {unit!r}")
         self.min_value_wrong, self.max_value_wrong = float(min_value_wrong), float(max_value_wrong)
         self.min_value_correct, self.max_value_correct = float(min_value_correct), float(max_value_correct)
-        self.max_len, self.tokenizer = max_len, tokenizer
+        self.max_len, self.unit, self.tokenizer = max_len, unit, tokenizer
 
     def __call__(self, completions, **kwargs) -> list[float | None]:
         texts = _texts(completions)
-        correct = accuracy_reward(texts, **kwargs)
-        lengths = _lengths(texts, kwargs, "chars" if self.tokenizer is None else "tokens", self.tokenizer)
+        correct, failures = _correctness(texts, kwargs)
+        _log_failures(kwargs, "cosine", failures)
+        lengths = _lengths(texts, kwargs, self.unit, self.tokenizer)
         rewards: list[float | None] = []
         for ok, length in zip(correct, lengths):
             if ok is None or length is None:
@@ -213,10 +267,12 @@ def get_cosine_reward(
     min_value_correct: float = 0.5,
     max_value_correct: float = 1.0,
     max_len: int = 1000,
+    unit: str = "tokens",
     tokenizer: Any = None,
 ) -> CosineReward:
-    """Cosine length-scaled accuracy; lengths in characters, or in tokens when a tokenizer is given."""
-    return CosineReward(min_value_wrong, max_value_wrong, min_value_correct, max_value_correct, max_len, tokenizer)
+    """Cosine length-scaled accuracy; lengths in tokens (tokenizer, else `completion_ids`) or characters."""
+    return CosineReward(min_value_wrong, max_value_wrong, min_value_correct, max_value_correct, max_len, unit,
+                        tokenizer)
 
 
 class RepetitionPenalty:
@@ -297,30 +353,74 @@ def is_english_word(word: str) -> bool:
 
 
 class LanguageConsistency:
-    """Share of target-language words in the chain of thought (the R1 paper's language-consistency reward):
-    words of the <think> span (the whole completion when there is none); 0.0 when there are no words, so
-    an empty reasoning earns nothing."""
+    """Share of target-language words (the R1 paper's language-consistency reward) in the chain of thought
+    (span `think`: the <think> block, the whole completion when there is none) or in the whole completion
+    (span `completion`); 0.0 when there are no words, so an empty reasoning earns nothing."""
 
     __name__ = "language_consistency_reward"
 
-    def __init__(self, is_target_word: Callable[[str], bool] = is_english_word):
-        self.is_target_word = is_target_word
+    def __init__(self, is_target_word: Callable[[str], bool] = is_english_word, span: str = "think"):
+        if span not in ("think", "completion"):
+            raise ValueError(f"span must be 'think' or 'completion', got {span!r}")
+        self.is_target_word, self.span = is_target_word, span
 
     def __call__(self, completions, **kwargs) -> list[float]:
         rewards = []
         for text in _texts(completions):
-            think = think_span(text)
+            think = think_span(text) if self.span == "think" else None
             words = (text if think is None else think).split()
             rewards.append(sum(map(self.is_target_word, words)) / len(words) if words else 0.0)
         return rewards
 
 
-def get_language_consistency_reward(is_target_word: Callable[[str], bool] = is_english_word) -> LanguageConsistency:
-    return LanguageConsistency(is_target_word)
+def get_language_consistency_reward(
+    is_target_word: Callable[[str], bool] = is_english_word, span: str = "think"
+) -> LanguageConsistency:
+    return LanguageConsistency(is_target_word, span)
 
 
-# The parametrized rewards with their defaults; build your own with the factories for other values.
+# The parametrized rewards with their defaults; `reward_funcs` builds them with a section's values.
+register("reasoning_steps")(get_reasoning_steps_reward())
 register("cosine")(get_cosine_reward())
 register("repetition_penalty")(get_repetition_penalty_reward())
 register("soft_overlong")(get_soft_overlong_reward())
 register("language_consistency")(get_language_consistency_reward())
+
+
+def reward_params(name: str, section: Any) -> dict[str, Any]:
+    """The factory arguments of reward `name` from a trainer section of params (the GRPO section's
+    reward fields); {} for rewards without parameters. Nulls resolve against the section:
+    soft_overlong_max_length and cosine_max_len default to max_completion_length, soft_overlong_cache to
+    a quarter of the window (open-r1's 1,024 / 256)."""
+    if name == "soft_overlong":
+        window = section.soft_overlong_max_length or section.max_completion_length
+        cache = section.soft_overlong_cache if section.soft_overlong_cache is not None else window // 4
+        return {"max_completion_len": window, "soft_punish_cache": cache, "unit": "tokens"}
+    if name == "cosine":
+        return {
+            "min_value_wrong": section.cosine_min_value_wrong, "max_value_wrong": section.cosine_max_value_wrong,
+            "min_value_correct": section.cosine_min_value_correct,
+            "max_value_correct": section.cosine_max_value_correct,
+            "max_len": section.cosine_max_len or section.max_completion_length, "unit": "tokens",
+        }
+    if name == "repetition_penalty":
+        return {"ngram_size": section.repetition_ngram_size, "max_penalty": section.repetition_max_penalty}
+    if name == "reasoning_steps":
+        return {"target_steps": section.reasoning_steps_target, "count_lines": section.reasoning_steps_count_lines}
+    if name == "language_consistency":
+        return {"span": section.language_consistency_span}
+    return {}
+
+
+_FACTORIES: dict[str, Callable[..., RewardFn]] = {
+    "soft_overlong": get_soft_overlong_reward,
+    "cosine": get_cosine_reward,
+    "repetition_penalty": get_repetition_penalty_reward,
+    "reasoning_steps": get_reasoning_steps_reward,
+    "language_consistency": get_language_consistency_reward,
+}
+
+
+def reward_funcs(names: list[str], section: Any) -> list[RewardFn]:
+    """The reward functions `names` (registry names), the parametrized ones built with `section`'s values."""
+    return [_FACTORIES[n](**reward_params(n, section)) if n in _FACTORIES else REWARD_REGISTRY[n] for n in names]

@@ -1,8 +1,12 @@
 """Stage `evaluate`: every model the run produced on every evaluation set, with the R1 protocol.
 
 k samples per problem at temperature/top-p from params; pass@1 = mean accuracy over the k samples, cons@k =
-majority vote over extracted answers, with standard errors. One record per (model, benchmark, problem,
-sample) keeps the text, the extracted answer and the verdict, so any metric can be recomputed.
+majority vote over extracted answers, with standard errors. Two accuracies, one per extraction policy of
+r1_pipeline.verify: answer-correct (`eval`, as the standard harnesses score: pass@1, cons@k, pass@k) and
+format-following (`strict`, the reward's rule: pass@1_strict), so a model that answers right without the
+format shows as the gap between them. One record per (model, benchmark, problem, sample) keeps the text,
+both extracted answers and verdicts (`verdict` is true, false or error: a verification that timed out or
+raised is counted in `verify_errors`, never silently wrong), so any metric can be recomputed.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from r1_pipeline.modeling import resolve_device
 from r1_pipeline.rewards import has_format
 from r1_pipeline.stage import StageError, main_for, require
 from r1_pipeline.training import is_skipped
-from r1_pipeline.verify import extract_answer, verify
+from r1_pipeline.verify import ERROR, check
 
 
 def evaluate_model(cfg: Config, name: str, eval_sets: dict[str, list[dict]]) -> tuple[list[dict], dict]:
@@ -33,13 +37,20 @@ def evaluate_model(cfg: Config, name: str, eval_sets: dict[str, list[dict]]) -> 
         rows = []
         for p, group in zip(problems, samples):
             for i, s in enumerate(group):
-                extracted = extract_answer(s.text)
+                answer, strict = check(s.text, p["answer"], "eval"), check(s.text, p["answer"], "strict")
                 rows.append({
                     "model": name, "benchmark": bench, "problem_id": p["id"], "sample_idx": i, "gold": p["answer"],
-                    "text": s.text, "extracted": extracted, "correct": verify(extracted, p["answer"]),
+                    "text": s.text, "extracted": answer.extracted, "correct": answer.correct,
+                    "verdict": answer.verdict, "verdict_reason": answer.reason,
+                    "extracted_strict": strict.extracted, "correct_strict": strict.correct,
+                    "verdict_strict": strict.verdict,
                     "format_ok": has_format(s.text), "num_tokens": s.num_tokens, "finished": s.finished,
                 })
         summary = summarize(rows)
+        strict_summary = summarize(rows, "correct_strict", "extracted_strict")
+        summary["pass@1_strict"] = strict_summary["pass@1"]
+        summary["pass@1_strict_stderr"] = strict_summary["pass@1_stderr"]
+        summary["verify_errors"] = sum(r["verdict"] == ERROR or r["verdict_strict"] == ERROR for r in rows)
         k = summary["k"]
         # name the metrics with their k, as papers report them (cons@64, pass@8)
         summary[f"cons@{k}"], summary[f"pass@{k}"] = summary.pop("cons@k"), summary.pop("pass@k")
@@ -49,7 +60,8 @@ def evaluate_model(cfg: Config, name: str, eval_sets: dict[str, list[dict]]) -> 
         records.extend(rows)
         print(f"evaluate: {name:>18} {bench:<16} pass@1 {100 * summary['pass@1']:5.1f} ± {100 * summary['pass@1_stderr']:.1f}"
               f"  cons@{k} {100 * summary[f'cons@{k}']:5.1f}"
-              f"  format {100 * summary['format_rate']:5.1f}")
+              f"  strict {100 * summary['pass@1_strict']:5.1f}  format {100 * summary['format_rate']:5.1f}"
+              + (f"  verify errors {summary['verify_errors']}" if summary["verify_errors"] else ""))
     return records, metrics
 
 

@@ -9,14 +9,19 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from r1_pipeline import verify as V
+from r1_pipeline.config import GRPOConfig
 from r1_pipeline.rewards import (
     REWARD_REGISTRY,
     completion_text,
     get_cosine_reward,
     get_language_consistency_reward,
+    get_reasoning_steps_reward,
     get_repetition_penalty_reward,
     get_soft_overlong_reward,
     register,
+    reward_funcs,
+    reward_params,
 )
 
 GOOD = "<think>\n7+3=10\n10-5=5\n</think>\n<answer>5</answer>"
@@ -115,7 +120,7 @@ def test_reasoning_steps():
 
 
 def test_cosine_values():
-    cosine = get_cosine_reward(max_len=100)
+    cosine = get_cosine_reward(max_len=100, unit="chars")
     right = "<answer>5</answer>"  # 18 characters
     pad = lambda n: right + "x" * (n - len(right))  # noqa: E731
     got = cosine([pad(18), pad(50), pad(100), pad(500), pad(50)], answer=["5", "5", "5", "5", "6"])
@@ -134,9 +139,11 @@ def test_cosine_with_a_tokenizer():
 
 
 def test_registered_cosine_defaults():
-    assert REWARD_REGISTRY["cosine"](["<answer>5</answer>"], answer=["5"])[0] == pytest.approx(
-        0.5 + 0.25 * (1 + math.cos(0.018 * math.pi))
+    # lengths in tokens (TRL's completion_ids), 1,000 by default: a section's value replaces it (below)
+    assert REWARD_REGISTRY["cosine"](["<answer>5</answer>"], answer=["5"], completion_ids=[[0] * 18])[0] == (
+        pytest.approx(0.5 + 0.25 * (1 + math.cos(0.018 * math.pi)))
     )
+    assert REWARD_REGISTRY["cosine"](["<answer>5</answer>"], answer=["5"]) == [None]  # length unknown
 
 
 def test_repetition_penalty():
@@ -224,6 +231,122 @@ def test_pathological_outputs_get_sane_rewards():
     rep = r["repetition_penalty"](inputs)
     assert rep[0] == pytest.approx(-1.0, abs=1e-3) and rep[1:4] == [0.0, 0.0, 0.0]
     assert r["soft_overlong"](inputs, completion_ids=[[0] * 5000] * 6) == [-1.0] * 6
-    cos = r["cosine"](inputs, answer=golds)
+    cos = get_cosine_reward(unit="chars")(inputs, answer=golds)
     assert cos[:3] == [0.5, -0.5, 0.5]  # past max_len: the long-length bounds
     assert cos[3] == pytest.approx(-0.5 - 0.25 * (1 + math.cos(len(TOWER) / 1000 * math.pi)))  # short and wrong
+
+
+# ------------------------------------------------------------------------------- strict policy, failures
+
+
+def test_accuracy_uses_the_strict_policy():
+    acc = REWARD_REGISTRY["accuracy"]
+    texts = [
+        "<think>2+3</think><answer>5</answer>",
+        "<think>2+3</think>\nThe answer is 5.",  # right, but not in the trained format
+        "<think>\\boxed{5}</think><answer>6</answer>",  # the <answer> counts, not a box in the reasoning
+        "<think>so \\boxed{5}</think>\nno idea",  # a box before </think> is not a final answer
+        "<think>2+3 = 5",  # the reasoning never closed
+        "2+3 = 5\nA: 5",
+        "so \\boxed{5}",  # no think block: the last box
+    ]
+    assert acc(texts, answer=["5"] * len(texts)) == [1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]
+
+
+def test_verification_failures_are_counted_not_scored_wrong(monkeypatch):
+    def slow(pred, gold):
+        while True:
+            pass
+
+    monkeypatch.setattr(V, "_math_verify_equal", slow)
+    monkeypatch.setattr(V, "VERIFY_TIMEOUT_S", 0.05)
+    monkeypatch.setattr(V.verify_verdict, "__defaults__", (0.05,))
+    monkeypatch.setattr(V.check, "__defaults__", ("strict", 0.05))
+    logged = []
+    texts = ["<answer>\\sqrt{8}</answer>", "<answer>7</answer>", "<answer>2\\sqrt{2}</answer>"]
+    golds = ["2\\sqrt{2}", "8", "2\\sqrt{2}"]
+    out = REWARD_REGISTRY["accuracy"](texts, answer=golds, log_metric=lambda k, v: logged.append((k, v)))
+    # \sqrt{8} needs math-verify (times out: None, counted); 7 vs 8 are plain numbers; equal text is right
+    assert out == [None, 0.0, 1.0]
+    assert logged == [("rewards/accuracy/failures", 1.0)]
+    cos = get_cosine_reward(unit="chars")
+    logged.clear()
+    assert cos(texts[:1], answer=["2\\sqrt{2}"], log_metric=lambda k, v: logged.append((k, v))) == [None]
+    assert logged == [("rewards/cosine/failures", 1.0)]
+
+
+def test_failure_logging_never_breaks_a_reward():
+    def broken(name, value):
+        raise RuntimeError("tracking down")
+
+    assert REWARD_REGISTRY["accuracy"]([GOOD], answer=["5"], log_metric=broken) == [1.0]
+    assert REWARD_REGISTRY["accuracy"]([GOOD], answer=["5"], log_metric="not callable") == [1.0]
+
+
+# ---------------------------------------------------------------------------------- parameters from params
+
+
+def test_reward_params_come_from_the_section():
+    section = GRPOConfig(max_completion_length=4096)
+    assert reward_params("soft_overlong", section) == {"max_completion_len": 4096, "soft_punish_cache": 1024,
+                                                       "unit": "tokens"}
+    assert reward_params("cosine", section)["max_len"] == 4096  # not 1,000 characters
+    section = GRPOConfig(max_completion_length=4096, soft_overlong_max_length=3000, soft_overlong_cache=500,
+                         cosine_max_len=2048, repetition_ngram_size=4, repetition_max_penalty=-0.5,
+                         reasoning_steps_target=8, reasoning_steps_count_lines=False,
+                         language_consistency_span="completion")
+    assert reward_params("soft_overlong", section) == {"max_completion_len": 3000, "soft_punish_cache": 500,
+                                                       "unit": "tokens"}
+    assert reward_params("cosine", section)["max_len"] == 2048
+    assert reward_params("repetition_penalty", section) == {"ngram_size": 4, "max_penalty": -0.5}
+    assert reward_params("reasoning_steps", section) == {"target_steps": 8, "count_lines": False}
+    assert reward_params("language_consistency", section) == {"span": "completion"}
+    assert reward_params("accuracy", section) == {}
+
+
+def test_reward_funcs_are_built_with_the_section_values():
+    section = GRPOConfig(max_completion_length=4096, reward_funcs=["accuracy", "soft_overlong", "cosine"],
+                         reward_weights=[1.0, 1.0, 1.0])
+    acc, overlong, cosine = reward_funcs(section.reward_funcs, section)
+    assert acc is REWARD_REGISTRY["accuracy"]
+    ids = [[0] * n for n in (768, 3072, 3584, 4096)]
+    # the default registry entry (1,024 / 256) would punish all of these; the section's 4,096 / 1,024 does not
+    assert overlong(["x"] * 4, completion_ids=ids) == [0.0, 0.0, -0.5, -1.0]
+    assert cosine(["<answer>5</answer>"], answer=["5"], completion_ids=[[0] * 2048]) == [pytest.approx(0.75)]
+    assert pickle.loads(pickle.dumps(overlong))(["x"], completion_ids=[[0] * 10]) == [0.0]
+
+
+def test_reasoning_steps_parameters():
+    cot = "<think>\n" + "\n".join(f"line {i}" for i in range(3)) + "\n</think><answer>1</answer>"
+    assert get_reasoning_steps_reward()([cot]) == [1.0]  # three lines saturate the default
+    assert get_reasoning_steps_reward(count_lines=False)([cot]) == [0.0]  # lines are not steps
+    assert get_reasoning_steps_reward(target_steps=6)([cot]) == [0.5]
+    with pytest.raises(ValueError):
+        get_reasoning_steps_reward(target_steps=0)
+
+
+def test_language_consistency_span():
+    text = "<think>add three</think><answer>答案 7</answer>"
+    assert get_language_consistency_reward()([text]) == [1.0]
+    assert get_language_consistency_reward(span="completion")([text]) == [pytest.approx(2 / 3)]
+    with pytest.raises(ValueError):
+        get_language_consistency_reward(span="answer")
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"soft_overlong_max_length": 5000}, "soft_overlong_max_length (5000) is beyond max_completion_length"),
+        ({"soft_overlong_cache": 5000}, "soft_overlong_cache (5000) is longer than its window (4096)"),
+        ({"soft_overlong_max_length": 1000, "soft_overlong_cache": 2000}, "longer than its window (1000)"),
+        ({"cosine_max_len": 8192}, "cosine_max_len (8192) is beyond max_completion_length"),
+        ({"cosine_min_value_wrong": 0.0, "cosine_max_value_wrong": -0.5}, "cosine_min_value_wrong must be <="),
+        ({"cosine_min_value_correct": 1.0, "cosine_max_value_correct": 0.5}, "cosine_min_value_correct must be"),
+        ({"cosine_max_value_wrong": 0.6}, "cosine_max_value_wrong must be below cosine_min_value_correct"),
+        ({"repetition_max_penalty": 0.5}, "less than or equal to 0"),
+        ({"reasoning_steps_target": 0}, "greater than or equal to 1"),
+    ],
+)
+def test_schema_rejects_reward_settings_that_contradict_the_trainer(changes, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        GRPOConfig(max_completion_length=4096, **changes)
