@@ -142,7 +142,7 @@ def _regions(text: str) -> tuple[str, str]:
 # Final-answer phrases of the eval policy, each anchored on a phrase (the answer is the rest of its line).
 # "A: 42" counts on the last line only: earlier it is a multiple-choice option ("A: 12\nB: 15").
 _PHRASES = [
-    re.compile(r"####[ \t]*"),  # GSM8K reference style
+    re.compile(r"(?m)^[ \t]*####[ \t]*(?=[-+$\\0-9])"),  # GSM8K reference style; not a "#### Step 2" heading
     re.compile(r"(?im)^[ \t>*#]*(?:\*\*)?(?:final answer|answer)(?:\*\*)?[ \t]*:(?:\*\*)?[ \t]*"),
     re.compile(
         r"(?i)\b(?:final answer|the answer|answer)(?: to [^\n.]{0,80}?)?(?:\*\*)?[ \t]+is(?:\*\*)?[ \t]*:?[ \t]*"
@@ -293,7 +293,7 @@ def _number_text(value: numbers.Number) -> str | None:
             return str(int(value))
         if isinstance(value, Fraction):
             return str(value)
-        if isinstance(value, numbers.Real):  # float, numpy floats, Decimal
+        if isinstance(value, (numbers.Real, Decimal)):  # float, numpy floats, Decimal (not a numbers.Real)
             if isinstance(value, Decimal):
                 d = value
             else:
@@ -584,7 +584,7 @@ def _is_unsafe(span: str) -> bool:
 
 
 def _canon_text(s: str) -> str:
-    """Whitespace- and delimiter-insensitive text, for spans we do not hand to sympy."""
+    """Whitespace- and delimiter-insensitive text, for equality before sympy and for spans it never sees."""
     s = _unwrap(s).replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
     for token in ("\\left", "\\right", "\\!", "\\,", "\\;"):
         s = s.replace(token, "")
@@ -651,8 +651,9 @@ def _math_verify_equal(pred: str, gold: str) -> bool:
     pred_parsed = mv.parse(_latex_input(pred), parsing_timeout=None)
     if pred_parsed and mv.verify(gold_parsed, pred_parsed, timeout_seconds=None):
         return True
-    if _PROSE_WORD.search(pred):
+    if _PROSE_WORD.search(pred) and len(_NUMBER.findall(pred)) == 1:
         # "Janet makes 18 dollars" read as LaTeX is a product of letters; as text math-verify finds the 18.
+        # Only with one number: in "1 \text{ and } 2" it would take the last value of a list.
         pred_parsed = mv.parse(pred, parsing_timeout=None)
         return bool(pred_parsed) and bool(mv.verify(gold_parsed, pred_parsed, timeout_seconds=None))
     return False
