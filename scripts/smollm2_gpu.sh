@@ -2,9 +2,9 @@
 # The `smollm2` profile on a GPU machine that has no hub access and takes at most 64 MiB per call (the device
 # tool here): the 98 MB GGUF travels in parts over consecutive calls and is joined and checked there.
 #
-#   bash scripts/smollm2_gpu.sh prepare          # here: .whl/, .gpu-data/, .gpu-parts{1,2,3}/ (ignored folders)
-#   bash scripts/smollm2_gpu.sh stash            # there, carrying .whl .gpu-data .gpu-parts1, then .gpu-parts2
-#   bash scripts/smollm2_gpu.sh run data,base    # there, carrying .gpu-parts3: join, check sha256, run stages
+#   bash scripts/smollm2_gpu.sh prepare          # here: .whl/, .gpu-data/, .gpu-parts{1,2}/ (ignored folders)
+#   bash scripts/smollm2_gpu.sh stash            # there, carrying .whl .gpu-data .gpu-parts1
+#   bash scripts/smollm2_gpu.sh run data,base    # there, carrying .gpu-parts2: join, check sha256, run stages
 #   bash scripts/smollm2_gpu.sh run r1_zero,...  # later calls while the machine is warm: more stages
 #
 # Files kept between calls live outside the checkout (/root/r1-stash, /root/r1-smollm2, /tmp/site): they stay
@@ -20,24 +20,26 @@ SHA=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
 
 prepare() {
   bash scripts/build_gpu_wheels.sh .whl >/dev/null
+  rm -f .whl/deepspeed-*.whl .whl/liger_kernel-*.whl  # this profile uses neither: 3 MiB more for the GGUF
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux2014_x86_64 -d .whl gguf==0.19.0
   .venv/bin/r1 models fetch smollm2
-  rm -rf .gpu-data .gpu-parts1 .gpu-parts2 .gpu-parts3 && mkdir -p .gpu-data .gpu-parts1 .gpu-parts2 .gpu-parts3
+  rm -rf .gpu-data .gpu-parts1 .gpu-parts2 .gpu-parts3 && mkdir -p .gpu-data .gpu-parts1 .gpu-parts2
   for f in gsm8k/train.jsonl gsm8k/test.jsonl math500/test.jsonl; do
-    mkdir -p ".gpu-data/$(dirname $f)" && cp "../shared/data/benchmarks/$f" ".gpu-data/$f"
+    mkdir -p ".gpu-data/$(dirname $f)" && gzip -c "../shared/data/benchmarks/$f" > ".gpu-data/$f.gz"
   done
-  # 26 + 34 + 34 MiB: the first call also carries the wheels and the data
-  head -c 27000000 ".cache/models/$GGUF" > .gpu-parts1/gguf.part-1
-  tail -c +27000001 ".cache/models/$GGUF" | head -c 36000000 > .gpu-parts2/gguf.part-2
-  tail -c +63000001 ".cache/models/$GGUF" > .gpu-parts3/gguf.part-3
+  # 36 + 58 MiB: the first call also carries the wheels (23 MiB) and the data (2 MiB)
+  head -c 37748736 ".cache/models/$GGUF" > .gpu-parts1/gguf.part-1
+  tail -c +37748737 ".cache/models/$GGUF" > .gpu-parts2/gguf.part-2
   du -sh .whl .gpu-data .gpu-parts*
 }
 
 stash() {
   mkdir -p "$STASH" "$OUT"
   for d in .gpu-parts1 .gpu-parts2 .gpu-parts3; do [ -d $d ] && cp $d/* "$STASH/"; done
-  [ -d .gpu-data ] && mkdir -p "$WORK/data" && cp -r .gpu-data/* "$WORK/data/"
+  if [ -d .gpu-data ]; then
+    mkdir -p "$WORK/data" && cp -r .gpu-data/* "$WORK/data/" && find "$WORK/data" -name '*.gz' -exec gunzip -f {} +
+  fi
   if [ -d .whl ] && [ ! -d /tmp/site/trl ]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
   fi
@@ -50,7 +52,7 @@ run() {
   export MLFLOW_TRACKING_URI=sqlite:///$WORK/mlflow.db
   mkdir -p "$WORK/.cache/models"
   if [ ! -f "$WORK/.cache/models/$GGUF" ]; then
-    cat "$STASH"/gguf.part-1 "$STASH"/gguf.part-2 "$STASH"/gguf.part-3 > "$WORK/.cache/models/$GGUF"
+    cat "$STASH"/gguf.part-* > "$WORK/.cache/models/$GGUF"
   fi
   echo "$SHA  $WORK/.cache/models/$GGUF" | sha256sum -c - || exit 1
   python3 - "$WORK" <<'PY'
