@@ -12,6 +12,15 @@ DVC owns the graph (the order comes from `dvc dag`), Prefect owns execution, MLf
 - one slot on a global concurrency limit `r1-workspace-<host>-<checkout hash>` for the whole run (one pipeline
   per checkout at a time: DVC's outputs, params.yaml and dvc.lock are shared state), and `gpu_slots[stage]`
   slots on `r1-gpu-<host>` around each GPU stage; both limits are created when missing;
+- before that slot, the checkout's file lock `.r1/locks/workspace.lock` (flock: the OS drops it when the flow
+  dies). The flow writes its pid, flow run, slot lease ids and MLflow parent run into it. Prefect leases a
+  slot for 5 minutes and renews it; a flow killed with -9 leaves its lease held until it expires. The next
+  flow that gets the file lock knows no live flow holds the checkout, so it releases the dead flow's leases
+  (workspace and GPU), marks its flow run Crashed and its MLflow runs still RUNNING as KILLED
+  (`r1.status=orphaned`), logging each, and starts at once instead of waiting out the lease;
+- each stage gets the flow's pid and start time (R1_PARENT_PID/_START/_PGID) and `dvc` the kernel's parent-death
+  signal: when the flow process dies, dvc dies with it and the stage's watchdog marks its MLflow run KILLED and
+  kills the stage's whole process tree within seconds (r1_pipeline.stage);
 - one MLflow parent run per pipeline run and one child run per stage attempt, created here and handed to the
   stage as MLFLOW_RUN_ID (with a matching MLFLOW_EXPERIMENT_NAME); the stage's own tracking code logs into it
   and the flow ends it FINISHED/FAILED/KILLED from the exit status;
@@ -22,20 +31,22 @@ DVC owns the graph (the order comes from `dvc dag`), Prefect owns execution, MLf
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import time
 from pathlib import Path
+from uuid import UUID
 from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.concurrency.sync import concurrency
 from prefect.tasks import exponential_backoff
 
 from r1_pipeline import orchestration as orch
+from r1_pipeline import stage as stage_proc
 from r1_pipeline.config import ConfigError, load_config
 
 FLOW_NAME = "r1-pipeline"
@@ -128,6 +139,125 @@ def ensure_concurrency_limit(name: str, limit: int, at_least: int | None = None)
     return current.limit
 
 
+LEASE_S = 300.0  # Prefect's default; renewed every 0.75 x LEASE_S while held (a dead flow's lease: see below)
+_HELD: dict[str, stage_proc.HolderLock] = {}  # checkout -> the workspace lock this process holds for it
+
+
+@contextlib.contextmanager
+def leased_slots(name: str, occupy: int, timeout_s: float | None = None, on_lease=None):
+    """`prefect.concurrency.sync.concurrency(name, occupy, strict=True)`, plus the lease id handed to
+    `on_lease(lease_id)` after acquiring (and `on_lease(None)` after releasing).
+
+    The public context manager keeps its lease id to itself; the flow records it in the workspace lock file so
+    the next flow can release it if this process dies. Built from the same pieces as that context manager in
+    prefect 3.7 (acquire with a lease, a renewal thread, release, the acquisition/release events).
+    """
+    from prefect._internal.concurrency.cancellation import CancelledError
+    from prefect.concurrency._events import emit_concurrency_acquisition_events, emit_concurrency_release_events
+    from prefect.concurrency._leases import maintain_concurrency_lease
+    from prefect.concurrency._sync import acquire_concurrency_slots_with_lease, release_concurrency_slots_with_lease
+    from prefect.concurrency.context import ConcurrencyContext
+
+    response = acquire_concurrency_slots_with_lease([name], occupy, timeout_seconds=timeout_s, strict=True,
+                                                    lease_duration=LEASE_S)
+    lease_id = response.lease_id
+    events = emit_concurrency_acquisition_events(response.limits, occupy)
+    if on_lease is not None:
+        on_lease(lease_id)
+    try:
+        with maintain_concurrency_lease(lease_id, LEASE_S, raise_on_lease_renewal_failure=True):
+            yield lease_id
+    finally:
+        try:
+            release_concurrency_slots_with_lease(lease_id)
+        except CancelledError:
+            if ctx := ConcurrencyContext.get():
+                ctx.cleanup_lease_ids.append(lease_id)
+        if on_lease is not None:
+            on_lease(None)
+        emit_concurrency_release_events(response.limits, occupy, events)
+
+
+@contextlib.contextmanager
+def hold_workspace(root: Path, limit: str, wait_s: float | None, logger):
+    """The checkout's file lock, then its one-slot Prefect limit; cleans up after a dead previous holder."""
+    from prefect.runtime import flow_run
+
+    start = time.monotonic()
+    lock = orch.acquire_workspace_lock(
+        root, wait_s, on_wait=lambda who: logger.info("another pipeline run holds this checkout (%s): waiting", who),
+        role="r1-pipeline flow", flow_run_id=str(flow_run.get_id() or ""), workspace_limit=limit,
+    )
+    try:
+        if lock.previous:
+            recover_dead_flow(lock.previous, lock.path, logger, root)
+        left = None if wait_s is None else max(1.0, wait_s - (time.monotonic() - start))
+        with leased_slots(limit, 1, timeout_s=left,
+                          on_lease=lambda lease: lock.update(lease_id=str(lease) if lease else None)):
+            _HELD[str(root)] = lock
+            try:
+                yield lock
+            finally:
+                _HELD.pop(str(root), None)
+    finally:
+        lock.release()
+
+
+def recover_dead_flow(previous: dict[str, Any], lock_path: Path, logger, root: Path | None = None) -> None:
+    """A flow of this checkout died without cleaning up (its record is still in the lock file we now hold, so
+    it is not running): release its Prefect slot leases, mark its flow run Crashed and its MLflow runs that
+    still say RUNNING as KILLED, drop its dead `dvc`'s entries from DVC's rwlock. Each step is logged; none
+    can fail this run."""
+    logger.warning("the previous pipeline run in this checkout (%s, flow run %s) ended without cleaning up; "
+                   "releasing what it held", stage_proc.describe_holder(previous, lock_path, held=False),
+                   previous.get("flow_run_id") or "?")
+    if root is not None:
+        try:
+            removed = orch.clear_dead_dvc_locks(root)
+            for pid, cmd in sorted({(e["pid"], e["cmd"]) for e in removed}):
+                logger.warning("removed %d entries of dead pid %s (%s) from DVC's rwlock", sum(
+                    e["pid"] == pid for e in removed), pid, cmd)
+        except Exception as exc:  # noqa: BLE001
+            logger.warning("could not check DVC's rwlock: %s", exc)
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        for key, what in (("lease_id", previous.get("workspace_limit") or "workspace"), ("gpu_lease_id", "GPU")):
+            if previous.get(key):
+                try:
+                    client.release_concurrency_slots_with_lease(UUID(previous[key]))
+                    logger.warning("released its Prefect concurrency lease %s (%s slots)", previous[key], what)
+                except Exception as exc:  # noqa: BLE001
+                    logger.warning("could not release its lease %s: %s (it expires by itself)", previous[key], exc)
+        if previous.get("flow_run_id"):
+            try:
+                from prefect.states import Crashed
+
+                run = client.read_flow_run(UUID(previous["flow_run_id"]))
+                if run.state is not None and not run.state.is_final():
+                    client.set_flow_run_state(run.id, Crashed(message="the flow process died (found by the next "
+                                                                      "run in this checkout)"), force=True)
+                    logger.warning("marked its flow run %s Crashed", run.id)
+            except Exception as exc:  # noqa: BLE001
+                logger.warning("could not mark its flow run %s Crashed: %s", previous["flow_run_id"], exc)
+    if previous.get("parent_run_id") and previous.get("tracking_uri"):
+        try:
+            from mlflow import MlflowClient
+
+            ml = MlflowClient(previous["tracking_uri"])
+            parent = ml.get_run(previous["parent_run_id"])
+            runs = ml.search_runs([parent.info.experiment_id], filter_string=(
+                f"tags.mlflow.parentRunId = '{parent.info.run_id}' and attributes.status = 'RUNNING'"))
+            for run in [*runs, parent]:
+                if run.info.status == "RUNNING":
+                    ml.set_tag(run.info.run_id, "r1.status", "orphaned")
+                    ml.set_terminated(run.info.run_id, "KILLED")
+                    logger.warning("marked its MLflow run %s (%s) KILLED", run.info.run_id,
+                                   run.data.tags.get("r1.stage") or "parent")
+        except Exception as exc:  # noqa: BLE001
+            logger.warning("could not close its MLflow runs: %s", exc)
+
+
 # ------------------------------------------------------------------------------------------------ the task
 
 
@@ -160,6 +290,7 @@ def run_dvc_stage(stage: str, spec: dict[str, Any]) -> dict[str, Any]:
         "MLFLOW_RUN_ID": run_id,
         "PREFECT__FLOW_RUN_ID": str(flow_run.get_id() or ""),
         "R1_PIPELINE_RUN": spec["parent_run_id"],
+        **stage_proc.parent_env(),  # the stage's watchdog ends it when this process is gone
     })
     cmd = [orch.bin_path("dvc"), "repro", "--single-item", stage]
     timeout = spec["timeout_s"]
@@ -174,7 +305,9 @@ def run_dvc_stage(stage: str, spec: dict[str, Any]) -> dict[str, Any]:
     result = {"stage": stage, "run_id": run_id, "run_url": url, "attempts": attempt}
     try:
         if spec["gpu_slots"] > 0:
-            with concurrency(spec["gpu_limit"], occupy=spec["gpu_slots"], strict=True):
+            lock = _HELD.get(spec["project_dir"])
+            record = (lambda lease: lock.update(gpu_lease_id=str(lease) if lease else None)) if lock else None
+            with leased_slots(spec["gpu_limit"], spec["gpu_slots"], on_lease=record):
                 proc = orch.run_in_process_group(cmd, spec["project_dir"], env, timeout, on_line, spec["kill_grace_s"])
         else:
             proc = orch.run_in_process_group(cmd, spec["project_dir"], env, timeout, on_line, spec["kill_grace_s"])
@@ -316,13 +449,15 @@ def r1_pipeline(
 
     logger.info("stages (from dvc dag): %s; running: %s", " -> ".join(graph.order), ", ".join(selected))
     logger.info("waiting for the workspace slot %r", workspace_limit)
-    with concurrency(workspace_limit, occupy=1, strict=True, timeout_seconds=workspace_wait_s):
+    with hold_workspace(root, workspace_limit, workspace_wait_s, logger) as lock:
         return _run_locked(root, graph, selected, overrides, gpu_slots, timeouts, default_timeout_s, retries,
-                           retry_delay_s, kill_grace_s, tracking_uri, experiment, params_path, started, gpu_limit)
+                           retry_delay_s, kill_grace_s, tracking_uri, experiment, params_path, started, gpu_limit,
+                           lock)
 
 
 def _run_locked(root, graph, selected, overrides, gpu_slots, timeouts, default_timeout_s, retries, retry_delay_s,
-                kill_grace_s, tracking_uri, experiment, params_path, started, gpu_limit) -> list[dict[str, Any]]:
+                kill_grace_s, tracking_uri, experiment, params_path, started, gpu_limit,
+                lock) -> list[dict[str, Any]]:
     from mlflow import MlflowClient
     from prefect.runtime import flow_run
 
@@ -362,6 +497,7 @@ def _run_locked(root, graph, selected, overrides, gpu_slots, timeouts, default_t
         tags["prefect.flow_run_url"] = str(flow_run.get_flow_run_ui_url())
     parent = client.create_run(experiment_id, run_name=f"pipeline {flow_run.get_name() or ''}".strip(), tags=tags)
     parent_id = parent.info.run_id
+    lock.update(tracking_uri=tracking_uri, parent_run_id=parent_id)  # for the next run, should this one die
     parent_url = mlflow_run_url(ui_base, experiment_id, parent_id)
     client.log_param(parent_id, "pipeline.stages", ",".join(selected))
     client.log_param(parent_id, "pipeline.profile", profile)

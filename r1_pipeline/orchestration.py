@@ -4,6 +4,14 @@
 - A stage runs as `dvc repro --single-item <stage>` in a process group of its own (start_new_session), so a
   timeout, Ctrl-C or a Prefect cancellation can kill the whole tree (dvc -> sh -> python -> dataloader workers)
   with one `os.killpg`, and a terminal's Ctrl-C never reaches the training directly.
+- That child also gets PR_SET_PDEATHSIG (SIGKILL): if the flow process dies (kill -9, an OOM kill of the
+  worker) the kernel kills `dvc` too. The stage below it watches the flow's pid itself (R1_PARENT_PID, see
+  r1_pipeline.stage) and takes its whole process group down, so nothing keeps training for a dead flow.
+- One pipeline run per checkout: the flow holds an exclusive flock on `.r1/locks/workspace.lock` (pid, host,
+  flow run, its Prefect slot lease and MLflow parent run written inside). The OS drops the lock with its
+  holder, so whoever gets it next knows no live flow holds the checkout and can clean up after a dead one
+  (its Prefect leases and MLflow runs: flows/pipeline.py; DVC's rwlock entries of its killed `dvc`, which
+  DVC itself keeps honouring while the dead process is an unreaped zombie: clear_dead_dvc_locks).
 - Servers are checked with one short HTTP request before anything runs: MLflow's and Prefect's clients retry
   for minutes by default, which looks like a hang.
 - Overrides are validated with the project's config schema before params.yaml is touched.
@@ -32,6 +40,7 @@ import yaml
 
 from r1_pipeline.config import ConfigError, apply_overrides, load_config, load_yaml
 from r1_pipeline.io import write_text
+from r1_pipeline.stage import HolderLock, describe_holder, holder_info, parent_death_preexec
 
 
 class OrchestrationError(RuntimeError):
@@ -279,6 +288,10 @@ def run_in_process_group(
     proc = subprocess.Popen(
         cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         start_new_session=True, text=True, errors="replace", bufsize=1,
+        # A new session also escapes the death of this process: the kernel kills the direct child when this
+        # thread dies (it waits for the child below, so that is when this process dies); the stage's own
+        # watchdog takes care of the rest of the tree.
+        preexec_fn=parent_death_preexec(signal.SIGKILL),
     )
     pgid = proc.pid
     with _LIVE_LOCK:
@@ -350,6 +363,69 @@ def run_in_process_group(
         with _LIVE_LOCK:
             _LIVE_GROUPS.discard(pgid)
     return ProcessResult(proc.returncode, time.monotonic() - start, timed_out, tail)
+
+
+# ------------------------------------------------------------------------------- one pipeline run per checkout
+
+WORKSPACE_LOCK = Path(".r1") / "locks" / "workspace.lock"
+
+
+def acquire_workspace_lock(root: str | Path, wait_s: float | None, on_wait: Callable[[str], None] | None = None,
+                           poll_s: float = 0.5, **info) -> HolderLock:
+    """The checkout's flock (`.r1/locks/workspace.lock`), waiting up to `wait_s` (None: as long as it takes).
+
+    `lock.previous` is the record a dead holder left behind (None after a clean exit). TimeoutError, naming
+    the holder, when another live run keeps it longer than `wait_s`.
+    """
+    lock = HolderLock(Path(root) / WORKSPACE_LOCK)
+    deadline = None if wait_s is None else time.monotonic() + wait_s
+    told = False
+    while not lock.acquire(holder_info(**info)):
+        who = describe_holder(lock.holder(), lock.path)
+        if not told and on_wait is not None:
+            on_wait(who)
+            told = True
+        if deadline is not None and time.monotonic() >= deadline:
+            raise TimeoutError(f"another pipeline run holds the checkout {root} ({who}); waited {wait_s:.0f}s")
+        time.sleep(poll_s)
+    return lock
+
+
+def clear_dead_dvc_locks(root: str | Path) -> list[dict]:
+    """Drop entries of processes that are not running any more from DVC's `.dvc/tmp/rwlock`; returns them.
+
+    DVC drops an entry itself when its pid does not exist, but a killed `dvc` stays a zombie until init reaps
+    it, and `psutil.pid_exists` says yes to a zombie: `dvc status` then fails with "is busy, it is being
+    blocked by (PID ...)" for as long as the zombie lingers (forever under a PID 1 that never reaps). A zombie
+    holds nothing: removing its entries under DVC's own rwlock guard is always safe.
+    """
+    lock_dir = Path(root) / ".dvc" / "tmp"
+    if not (lock_dir / "rwlock").exists():
+        return []
+    import psutil
+    from dvc.fs import localfs
+    from dvc.rwlock import _edit_rwlock
+
+    def running(pid: int) -> bool:
+        try:
+            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    removed: list[dict] = []
+    with _edit_rwlock(str(lock_dir), localfs, False) as lock:
+        for path, info in list(lock["write"].items()):
+            if not running(int(info["pid"])):
+                removed.append({"mode": "write", "path": path, **info})
+                del lock["write"][path]
+        for path, infos in list(lock["read"].items()):
+            keep = [i for i in infos if running(int(i["pid"]))]
+            removed += [{"mode": "read", "path": path, **i} for i in infos if i not in keep]
+            if keep:
+                lock["read"][path] = keep
+            else:
+                del lock["read"][path]
+    return removed
 
 
 # ------------------------------------------------------------------------------------------- service checks
@@ -468,4 +544,5 @@ __all__ = [
     "parse_dag_dot", "dvc_status", "repro_outcome", "run_in_process_group", "kill_process_group", "check_mlflow",
     "check_prefect_api", "apply_param_overrides", "validate_overrides", "resolve_tracking_uri", "sha256_file",
     "params_profile", "bin_path", "subprocess_env", "fail_fast_mlflow_client_env", "ProcessResult",
+    "WORKSPACE_LOCK", "acquire_workspace_lock", "clear_dead_dvc_locks",
 ]

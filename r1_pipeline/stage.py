@@ -207,6 +207,7 @@ class ParentWatchdog:
         self.on_orphan, self.grace_s, self.parent_pgid = on_orphan, grace_s, parent_pgid
         self.kill = kill or self._kill_group
         self._stop = threading.Event()
+        self._once = threading.Lock()  # the thread and the main thread may both find the loss: act once
         self.thread = threading.Thread(target=self._loop, name=f"r1-parent-watchdog-{stage}", daemon=True)
 
     @classmethod
@@ -224,7 +225,7 @@ class ParentWatchdog:
     def start(self) -> ParentWatchdog:
         lost = self.lost()
         if lost:  # already gone before we started watching: do not start training at all
-            self._orphaned(lost)
+            self.orphaned(lost)
         self.thread.start()
         return self
 
@@ -241,8 +242,13 @@ class ParentWatchdog:
         while not self._stop.wait(self.interval):
             lost = self.lost()
             if lost:
-                self._orphaned(lost)
+                self.orphaned(lost)
                 return
+
+    def orphaned(self, why: str) -> None:
+        """Mark the run (bounded), say why, kill the process group: the end of this process."""
+        with self._once:
+            self._orphaned(why)
 
     def _orphaned(self, why: str) -> None:
         if self.on_orphan is not None:
@@ -250,21 +256,28 @@ class ParentWatchdog:
             t = threading.Thread(target=self._call_on_orphan, args=(why,), daemon=True)
             t.start()
             t.join(self.grace_s)
-        print(f"error: {self.stage}: {why}: stopping this stage (process group {os.getpgrp()})", file=sys.stderr,
-              flush=True)
+        _say(f"error: {self.stage}: {why}: stopping this stage (process group {os.getpgrp()})")
         self.kill()
 
     def _call_on_orphan(self, why: str) -> None:
         try:
             self.on_orphan(why)
         except Exception as exc:  # noqa: BLE001 (the kill must happen whatever tracking says)
-            print(f"warning: {self.stage}: could not mark the MLflow run: {exc}", file=sys.stderr, flush=True)
+            _say(f"warning: {self.stage}: could not mark the MLflow run: {exc}")
 
     def _kill_group(self) -> None:
         group = os.getpgrp()
         if self.parent_pgid is not None and group == self.parent_pgid:
             os.kill(os.getpid(), signal.SIGKILL)  # started without a session of its own: not the parent's group
         os.killpg(group, signal.SIGKILL)
+
+
+def _say(line: str) -> None:
+    """One line on stderr, which may be a pipe to the dead parent: a failed write must not stop the kill."""
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
 
 
 # ------------------------------------------------------------------------------------------ the workspace lock
@@ -319,6 +332,22 @@ class HolderLock:
         data = (json.dumps(self.info, sort_keys=True) + "\n").encode()
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, data, 0)
+
+    def held(self) -> bool:
+        """Whether some process holds the lock now: a shared-lock probe that writes nothing."""
+        import fcntl
+
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # closing drops the probe's shared lock
+        return False
 
     def holder(self, wait_s: float = 1.0) -> dict | None:
         """The record of whoever holds the lock now (it writes it right after locking: wait a moment for it)."""
@@ -436,6 +465,12 @@ def run_stage(stage: str, body: Callable[[Config], dict | None], argv: list[str]
     except StageTerminated:
         print(f"error: {stage}: terminated (SIGTERM)", file=sys.stderr)
         return 128 + signal.SIGTERM
+    except BaseException:
+        # The flow's death often shows first as an error here (a print into the pipe nobody reads any more:
+        # BrokenPipeError) rather than in the watchdog's next poll: then it is the same orphan, not a failure.
+        if watchdog is not None and (why := watchdog.lost()):
+            watchdog.orphaned(why)
+        raise
     finally:
         if watchdog is not None:
             watchdog.stop()

@@ -156,6 +156,7 @@ def test_holder_lock_is_exclusive_names_its_holder_and_survives_kill_9(tmp_path)
     try:
         assert holder.stdout.readline().strip() == "locked"
         other = HolderLock(path)
+        assert other.held()
         assert not other.acquire({"pid": os.getpid()})
         record = other.holder()
         assert record["pid"] == holder.pid and record["stage"] == "sft" and record["host"]
@@ -164,6 +165,7 @@ def test_holder_lock_is_exclusive_names_its_holder_and_survives_kill_9(tmp_path)
         assert text.startswith(f"pid {holder.pid} since {since}, ") and "-c" in text
         holder.kill()  # kill -9: the kernel drops the flock, nothing stale is left
         holder.wait()
+        assert not other.held()
         assert other.acquire({"pid": os.getpid(), "started": time.time()})
         # the dead holder's record is what the next holder finds: it did not exit cleanly
         assert other.previous["pid"] == holder.pid
@@ -232,3 +234,35 @@ def test_a_rank_records_its_exit_2_for_the_launcher(tmp_path, monkeypatch):
     assert (tmp_path / "rank-exit").read_text().strip() == "2"
     monkeypatch.delenv("R1_RANK_EXIT_FILE")
     assert stage._exit_permanent() == 2
+
+
+def test_dead_and_zombie_dvc_lock_entries_are_cleared_live_ones_kept(tmp_path):
+    """DVC's rwlock trusts psutil.pid_exists, which says yes to a zombie (a killed dvc not reaped yet)."""
+    from r1_pipeline.orchestration import clear_dead_dvc_locks
+
+    zombie = _sleeper()
+    zombie.kill()
+    time.sleep(0.3)  # killed, not reaped: a zombie
+    gone = _sleeper()
+    gone.kill()
+    gone.wait()
+    live = _sleeper()
+    try:
+        lock_dir = tmp_path / ".dvc" / "tmp"
+        lock_dir.mkdir(parents=True)
+        rw = {"write": {"out/a": {"pid": zombie.pid, "cmd": "dvc repro a"},
+                        "out/b": {"pid": live.pid, "cmd": "dvc repro b"}},
+              "read": {"dep/c": [{"pid": gone.pid, "cmd": "dvc repro a"}, {"pid": live.pid, "cmd": "dvc repro b"}],
+                       "dep/d": [{"pid": zombie.pid, "cmd": "dvc repro a"}]}}
+        (lock_dir / "rwlock").write_text(json.dumps(rw))
+        removed = clear_dead_dvc_locks(tmp_path)
+        assert sorted((r["mode"], r["path"], r["pid"]) for r in removed) == sorted(
+            [("write", "out/a", zombie.pid), ("read", "dep/c", gone.pid), ("read", "dep/d", zombie.pid)])
+        assert json.loads((lock_dir / "rwlock").read_text()) == {
+            "write": {"out/b": {"pid": live.pid, "cmd": "dvc repro b"}},
+            "read": {"dep/c": [{"pid": live.pid, "cmd": "dvc repro b"}]}}
+        assert clear_dead_dvc_locks(tmp_path / "elsewhere") == []  # no DVC lock file: nothing to do
+    finally:
+        for p in (zombie, live):
+            p.kill()
+            p.wait()
