@@ -411,7 +411,8 @@ def r1_pipeline(
         timeouts: seconds per stage; stages not listed get `default_timeout_s`.
         retries: retries of a transiently failing stage, after `retry_delay_s`, then doubling.
         kill_grace_s: seconds between SIGTERM and SIGKILL when a stage's process tree is killed.
-        workspace_wait_s: how long to wait for the workspace slot (None: as long as it takes).
+        workspace_wait_s: how long to wait for the checkout (its file lock, then its workspace slot; None: as
+            long as it takes).
         project_dir: the checkout to run in (default: the working directory).
         workspace_limit: name of the one-slot global concurrency limit held for the whole run
             (default `r1-workspace-<host>-<hash of the checkout path>`).

@@ -9,7 +9,8 @@ process lifecycle that survives kills.
   (relative to the working directory: the project root) from config validation to exit, with its pid, host,
   start time and command written inside. A second run of the same stage exits 2 at once, naming the holder.
   The OS drops the lock when the holder dies, so a kill -9 never leaves a stale lock. Only the top process
-  takes it (the launcher, not the ranks it relaunches).
+  takes it (the launcher, not the ranks it relaunches). The holder also records its MLflow run there: the next
+  run of the stage ends a run that a killed holder left RUNNING (KILLED, `r1.status=died`).
 - **A stage dies with whoever started it**: the flow passes its own pid and start time (R1_PARENT_PID,
   R1_PARENT_START, R1_PARENT_PGID; ranks get the launcher's as R1_LAUNCHER_*). A daemon thread checks every
   0.5 s that they are still the same processes (a pid and its start time in /proc: a reused pid is not the
@@ -448,8 +449,9 @@ def run_stage(stage: str, body: Callable[[Config], dict | None], argv: list[str]
                   " wait for it or kill it", file=sys.stderr)
             return 2
         if lock.previous:
-            print(f"{stage}: the previous run here ({describe_holder(lock.previous, lock.path, held=False)}) did not exit "
-                  "cleanly", flush=True)
+            previous = describe_holder(lock.previous, lock.path, held=False)
+            print(f"{stage}: the previous run here ({previous}) did not exit cleanly", flush=True)
+            _close_dead_run(stage, lock.previous)
     from r1_pipeline import tracking
 
     run_ref = {"run_id": os.environ.get("MLFLOW_RUN_ID")}  # mlflow.start_run consumes the variable: keep it
@@ -461,7 +463,7 @@ def run_stage(stage: str, body: Callable[[Config], dict | None], argv: list[str]
         launch = launch_command(cfg, stage, list(argv) if argv is not None else sys.argv[1:])
         if launch:
             return _launch(cfg, stage, launch)
-        return _run_body(stage, body, cfg, run_ref, tracking)
+        return _run_body(stage, body, cfg, run_ref, tracking, lock)
     except StageTerminated:
         print(f"error: {stage}: terminated (SIGTERM)", file=sys.stderr)
         return 128 + signal.SIGTERM
@@ -479,13 +481,15 @@ def run_stage(stage: str, body: Callable[[Config], dict | None], argv: list[str]
             lock.release()
 
 
-def _run_body(stage, body, cfg, run_ref, tracking) -> int:
+def _run_body(stage, body, cfg, run_ref, tracking, lock: HolderLock | None) -> int:
     seed_everything(cfg.project.seed)
     start = time.time()
     try:
         with tracking.stage_run(stage, cfg) as run:
             if run is not None:
                 run_ref["run_id"] = run.info.run_id
+                if lock is not None:  # should this process die outright, the next run closes this MLflow run
+                    lock.update(mlflow_run_id=run.info.run_id, tracking_uri=tracking.tracking_uri(cfg))
             metrics = body(cfg) or {}
             metrics[f"{stage}_seconds"] = time.time() - start
             tracking.log_metrics(metrics)
@@ -562,6 +566,25 @@ def _raise_on_sigterm() -> Callable[[], None]:
 
     previous = signal.signal(signal.SIGTERM, on_term)
     return lambda: signal.signal(signal.SIGTERM, previous)
+
+
+def _close_dead_run(stage: str, previous: dict) -> None:
+    """The last run of this stage here died outright (SIGKILL, OOM) with its MLflow run open: a run nobody
+    will ever end says RUNNING forever. Under the flow the flow has ended it already (FAILED); started by hand
+    (or by `dvc repro`) nobody has: end it KILLED, tagged `r1.status=died`."""
+    run_id, uri = previous.get("mlflow_run_id"), previous.get("tracking_uri")
+    if not run_id or not uri:
+        return
+    try:
+        from mlflow import MlflowClient
+
+        client = MlflowClient(uri)
+        if client.get_run(run_id).info.status == "RUNNING":
+            client.set_tag(run_id, "r1.status", "died")
+            client.set_terminated(run_id, "KILLED")
+            print(f"{stage}: ended its MLflow run {run_id} (still RUNNING) as KILLED", flush=True)
+    except Exception as exc:  # noqa: BLE001 (bookkeeping of a dead run must not stop this one)
+        print(f"warning: {stage}: could not close the previous MLflow run {run_id}: {exc}", flush=True)
 
 
 def _mark_orphaned(cfg: Config, run_ref: dict, why: str) -> None:
