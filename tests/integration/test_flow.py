@@ -1,6 +1,7 @@
 """The Prefect flow `r1-pipeline`, run in-process against a real Prefect server (127.0.0.1, shared by the
 session) with MLflow in SQLite: stage subsets, overrides, the MLflow parent/child runs, Prefect artifacts,
-fast clear errors, the workspace concurrency slot, retries, timeouts and cancellation (process trees)."""
+fast clear errors, the workspace concurrency slot and checkout lock (its lease records, GPU slots given back),
+retries, timeouts and cancellation (process trees)."""
 
 from __future__ import annotations
 
@@ -233,6 +234,9 @@ def toy(tmp_path_factory):
         "bad_params": {"cmd": "python -c \"import sys; print('error: params.yaml: bad'); sys.exit(2)\"", "deps": ["ok.out"]},
         "flaky": {"cmd": "python flaky.py", "outs": ["flaky.out"]},
         "sleepy": {"cmd": "python sleepy.py", "deps": ["sleepy.py"]},
+        # what the flow's checkout lock says while a stage runs (its leases, its MLflow parent run)
+        "lock_probe": {"cmd": "python -c \"import shutil; shutil.copy('.r1/locks/workspace.lock', 'lock_seen.json')\"",
+                       "outs": ["lock_seen.json"]},
     }}, sort_keys=False))
     subprocess.run([orch.bin_path("dvc"), "init", "--no-scm", "-q"], cwd=ws, check=True, env=stage_env())
     return ws
@@ -284,6 +288,29 @@ def test_workspace_slot_is_exclusive(prefect_api, toy):
     assert time.time() - start < 40
     _, results = run_flow(stages=["ok"], project_dir=str(toy))  # the slot is free again
     assert not isinstance(results, BaseException), results
+
+
+def test_checkout_lock_records_the_leases_and_gpu_slots_are_given_back(prefect_api, toy):
+    """While a stage runs, `.r1/locks/workspace.lock` names the flow, its workspace and GPU slot leases and its
+    MLflow parent run (what the next flow needs should this one die); after the run both slots are free and
+    the record is gone."""
+    from prefect.client.orchestration import get_client
+
+    from flows.pipeline import workspace_limit_name
+
+    gpu_limit = f"r1-gpu-test-{os.getpid()}"
+    flow_run_id, results = run_flow(stages=["lock_probe"], project_dir=str(toy), gpu_slots={"lock_probe": 1},
+                                    gpu_limit=gpu_limit, retries=0)
+    assert not isinstance(results, BaseException), results
+    seen = json.loads((toy / "lock_seen.json").read_text())
+    assert seen["pid"] == os.getpid() and seen["flow_run_id"] == flow_run_id
+    assert seen["lease_id"] and seen["gpu_lease_id"] and seen["lease_id"] != seen["gpu_lease_id"]
+    assert seen["parent_run_id"] and seen["tracking_uri"]
+    assert seen["workspace_limit"] == workspace_limit_name(toy.resolve())
+    with get_client(sync_client=True) as client:
+        assert client.read_global_concurrency_limit_by_name(gpu_limit).active_slots == 0
+        assert client.read_global_concurrency_limit_by_name(seen["workspace_limit"]).active_slots == 0
+    assert (toy / ".r1" / "locks" / "workspace.lock").read_text() == ""
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["prefect-cancel-sigterm", "ctrl-c"])
