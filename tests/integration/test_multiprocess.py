@@ -9,6 +9,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -19,6 +20,7 @@ from tests.conftest import stage_env
 
 pytestmark = pytest.mark.slow
 DS = ["deepspeed=zero2", "num_processes=2"]
+FAULTS = Path(__file__).parent / "faults"
 
 
 def test_sft_and_grpo_with_two_processes_and_zero2(tmp_path):
@@ -28,18 +30,35 @@ def test_sft_and_grpo_with_two_processes_and_zero2(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     env = stage_env()
     env.pop("MLFLOW_EXPERIMENT_NAME", None)
-    for stage in ("data", "base", "sft", "grpo"):
-        proc = subprocess.run([sys.executable, "-m", f"tasks.{stage}"], cwd=tmp_path, env=env,
+    def run(stage, fault=None):
+        run_env = dict(env)
+        if fault:  # a real SIGKILL of every rank right after a complete checkpoint (tests/integration/faults)
+            run_env.update(PYTHONPATH=f"{FAULTS}:{env['PYTHONPATH']}", R1_TEST_FAULT=fault)
+        return subprocess.run([sys.executable, "-m", f"tasks.{stage}"], cwd=tmp_path, env=run_env,
                               capture_output=True, text=True, timeout=600)
+
+    for stage in ("data", "base"):
+        proc = run(stage)
         assert proc.returncode == 0, f"{stage}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-        if stage in ("sft", "grpo"):
-            assert f"{stage}: launching 2 processes" in proc.stdout
-            assert "--use_deepspeed" in proc.stdout
-            # DeepSpeed's own checkpoint layout: proof the engine (not plain DDP) trained
-            assert list((tmp_path / "checkpoints" / stage).glob("checkpoint-*/global_step*"))
-            assert (tmp_path / "outputs" / "models" / stage / "model.safetensors").exists()
+    # killed after the step-2 checkpoint: DeepSpeed's own layout (proof the engine, not plain DDP, trained),
+    # marked complete by rank 0 behind a barrier; the rerun resumes it on both ranks
+    killed = run("sft", fault="after_save:2")
+    assert killed.returncode != 0
+    ckpt = tmp_path / "checkpoints" / "sft" / "checkpoint-2"
+    assert list(ckpt.glob("global_step*")) and (ckpt / "r1_complete.json").exists()
+    for stage in ("sft", "grpo"):
+        proc = run(stage)
+        assert proc.returncode == 0, f"{stage}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        assert f"{stage}: launching 2 processes" in proc.stdout
+        assert "--use_deepspeed" in proc.stdout
+        assert (tmp_path / "outputs" / "models" / stage / "model.safetensors").exists()
+        assert not (tmp_path / "checkpoints" / stage).exists(), "a finished stage leaves no checkpoint"
+        if stage == "sft":
+            assert "sft: resuming from checkpoints/sft/checkpoint-2" in proc.stdout
     runs = mlflow.search_runs(experiment_names=[experiment], output_format="list")
-    by_stage = sorted(r.data.tags.get("r1.stage") for r in runs)
-    assert by_stage == ["base", "data", "grpo", "sft"], "one run per stage: only rank 0 may track"
+    finished = sorted(r.data.tags.get("r1.stage") for r in runs if r.info.status == "FINISHED")
+    assert finished == ["base", "data", "grpo", "sft"], "one run per stage run: only rank 0 may track"
+    killed = [r for r in runs if r.info.status != "FINISHED"]
+    assert [r.data.tags.get("r1.stage") for r in killed] == ["sft"]  # the SIGKILLed attempt, not left FINISHED
     grpo = next(r for r in runs if r.data.tags["r1.stage"] == "grpo")
     assert grpo.info.status == "FINISHED" and "reward" in grpo.data.metrics
