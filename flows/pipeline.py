@@ -37,8 +37,8 @@ import os
 import re
 import time
 from pathlib import Path
-from uuid import UUID
 from typing import Any
+from uuid import UUID
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
