@@ -20,7 +20,6 @@
 from __future__ import annotations
 
 import atexit
-import hashlib
 import os
 import queue
 import re
@@ -39,7 +38,7 @@ from typing import Callable, Iterable
 import yaml
 
 from r1_pipeline.config import ConfigError, apply_overrides, load_config, load_yaml
-from r1_pipeline.io import write_text
+from r1_pipeline.io import sha256_file, write_text
 from r1_pipeline.stage import HolderLock, describe_holder, holder_info, parent_death_preexec
 
 
@@ -485,11 +484,6 @@ def resolve_tracking_uri(uri: str, project_dir: str | Path) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ overrides
-
-
-def sha256_file(path: str | Path) -> str | None:
-    p = Path(path)
-    return hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None
 
 
 def validate_overrides(params_path: str | Path, overrides: list[str]) -> None:

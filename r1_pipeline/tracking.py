@@ -12,13 +12,13 @@ that started it gone (r1_pipeline.stage).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import subprocess
 from pathlib import Path
 from typing import Any, Iterator
 
 from r1_pipeline.config import Config, flat_params
+from r1_pipeline.io import sha256_file
 
 
 def is_main_process() -> bool:
@@ -64,19 +64,13 @@ def git_commit() -> str | None:
         return None
 
 
-def file_sha256(path: str | Path) -> str | None:
-    p = Path(path)
-    if not p.is_file():
-        return None
-    return hashlib.sha256(p.read_bytes()).hexdigest()
-
 
 def provenance_tags(stage: str) -> dict[str, str]:
     tags = {
         "r1.stage": stage,
         "git.commit": git_commit() or "unknown",
-        "dvc.params_sha256": file_sha256("params.yaml") or "none",
-        "dvc.lock_sha256": file_sha256("dvc.lock") or "none",
+        "dvc.params_sha256": sha256_file("params.yaml") or "none",
+        "dvc.lock_sha256": sha256_file("dvc.lock") or "none",
     }
     for env, tag in (("PREFECT__FLOW_RUN_ID", "prefect.flow_run_id"), ("R1_PIPELINE_RUN", "r1.pipeline_run")):
         if os.environ.get(env):
