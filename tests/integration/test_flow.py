@@ -319,7 +319,10 @@ def test_cancellation_kills_the_whole_stage_process_tree(prefect_api, toy, sig, 
     of the running stage (dvc, the shell, the stage, its grandchild) may survive the flow process."""
     (toy / "pids.txt").unlink(missing_ok=True)
     # faulthandler: if the flow process ever hangs, SIGUSR1 prints where every thread is.
+    # SIGINT's default handler restored: a process started from a background job (`cmd &` in a script, as CI
+    # runners may do) inherits SIGINT ignored, and a terminal's Ctrl-C always meets Python's default handler.
     code = ("import faulthandler, signal; faulthandler.register(signal.SIGUSR1, all_threads=True)\n"
+            "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
             "from flows.r1_pipeline import r1_pipeline\n"
             f"r1_pipeline(stages=['sleepy'], project_dir={str(toy)!r}, retries=0, kill_grace_s=3)\n")
     env = stage_env({"PREFECT_API_URL": prefect_api, "PYTHONPATH": str(ROOT)})
