@@ -60,12 +60,11 @@ def save_tokenizer(tokenizer: PreTrainedTokenizerFast, path: Path) -> None:
     (Path(path) / TOKENIZER_MARKER).write_text(json.dumps({"class": "PreTrainedTokenizerFast"}))
 
 
-def load_tokenizer(path: str | Path):
-    path = Path(path)
-    if (path / TOKENIZER_MARKER).exists():
+def load_tokenizer(path: str | Path, revision: str | None = None):
+    if (Path(path) / TOKENIZER_MARKER).exists():
         tok = PreTrainedTokenizerFast.from_pretrained(path)
     else:
-        tok = AutoTokenizer.from_pretrained(path)
+        tok = AutoTokenizer.from_pretrained(path, revision=revision)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     if tok.chat_template is None:
@@ -128,9 +127,7 @@ def torch_dtype(precision: str):
 def load_model_and_tokenizer(path: str | Path, device: str = "cpu", precision: str = "fp32",
                              revision: str | None = None):
     """Load a `save_pretrained` folder (or hub id at `revision`) for training or generation."""
-    tokenizer = load_tokenizer(path) if revision is None else AutoTokenizer.from_pretrained(path, revision=revision)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = load_tokenizer(path, revision)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(precision), revision=revision)
     return model.to(device), tokenizer
 

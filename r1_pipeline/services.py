@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from r1_pipeline.orchestration import bin_path, http_ok, kill_process_group, subprocess_env
+from r1_pipeline.stage import process_alive
 
 HOST = "127.0.0.1"
 SERVICES_DIR = Path(".services")
@@ -148,19 +149,6 @@ def _read_pid(path: Path) -> tuple[int, int] | None:
         return None
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie is not a server
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return True
-
-
 def up(root: str | Path = ".", prefect_port: int = 4200, mlflow_port: int = 5000, timeout_s: float = 120.0) -> list[Service]:
     """Start whichever of the two servers is not running yet; return both (already running ones included)."""
     root = Path(root).resolve()
@@ -169,7 +157,7 @@ def up(root: str | Path = ".", prefect_port: int = 4200, mlflow_port: int = 5000
     services: list[Service] = []
     for name, port in (("prefect", prefect_port), ("mlflow", mlflow_port)):
         known = _read_pid(_pid_file(root, name))
-        if known and _alive(known[0]):
+        if known and process_alive(known[0]):
             svc = prefect_service(known[1]) if name == "prefect" else mlflow_service(known[1])
             services.append(svc)
             continue
@@ -197,7 +185,7 @@ def down(root: str | Path = ".") -> list[str]:
     for name in ("prefect", "mlflow"):
         pf = _pid_file(root, name)
         known = _read_pid(pf)
-        if known and _alive(known[0]):
+        if known and process_alive(known[0]):
             kill_process_group(known[0], grace_s=10.0)
             stopped.append(name)
         pf.unlink(missing_ok=True)
@@ -215,7 +203,7 @@ def status(root: str | Path = ".") -> dict[str, dict]:
             continue
         svc = prefect_service(known[1]) if name == "prefect" else mlflow_service(known[1])
         healthy, why = http_ok(svc.health_url, timeout=2.0)
-        out[name] = {"running": _alive(known[0]), "healthy": healthy, "pid": known[0], "url": svc.url,
+        out[name] = {"running": process_alive(known[0]), "healthy": healthy, "pid": known[0], "url": svc.url,
                      "ui": svc.ui_url, "detail": why}
     return out
 

@@ -24,7 +24,7 @@ def student_key(cfg: Config) -> str:
                       paths.CORPUS, paths.model_dir("base") / "tokenizer.json")
 
 
-def student_init(cfg: Config):
+def student_init(cfg: Config, key: str):
     """A fresh student with the base tokenizer, pretrained on the base corpus when student_init is `pretrain`.
 
     The pretrained init is kept in checkpoints/distill_student_init (under its resume key) for the second
@@ -32,7 +32,6 @@ def student_init(cfg: Config):
     """
     d, b = cfg.distill, cfg.base
     init_dir = paths.checkpoint_dir("distill_student_init")
-    key = student_key(cfg)
     key_file = init_dir / checkpoints.KEY_FILE
     if key_file.is_file() and key_file.read_text() == key:
         return load_model_and_tokenizer(init_dir, resolve_device(cfg.project.device), cfg.project.precision)
@@ -95,25 +94,26 @@ def run(cfg: Config) -> dict:
         mark_skipped("distill_no_traces", reason)
         return {"distill_examples": 0}
     tracking.log_dataset(paths.REJECTION_DATA, "rejection_traces", "training")
-    model, tokenizer = student_init(cfg)
+    skey = student_key(cfg)
+    model, tokenizer = student_init(cfg, skey)
     n_params = num_parameters(model)
     info = {"source": "distill", "parameters": n_params, "examples": len(rows), "method": d.method}
     common = dict(max_length=d.max_length, completion_only_loss=True, packing=False)
-    key = resume_key(cfg, "distill", d, paths.REJECTION_DATA, student_key(cfg))
+    key = resume_key(cfg, "distill", d, paths.REJECTION_DATA, skey)
     if d.method == "logit":
         teacher = paths.model_dir(cfg.rejection.source_model)
         trainer = logit_distill(cfg, model, tokenizer, rows, resume_key(cfg, "distill", d, paths.REJECTION_DATA,
-                                                                        student_key(cfg), teacher))
+                                                                        skey, teacher))
     else:
         trainer = train_sft(model, tokenizer, conversations(rows, cfg.chat.system_prompt), d, cfg, "distill",
                             resume_key=key, **common)
     save_trainer_final(trainer, tokenizer, "distill", info)
     metrics = {"distill_student_parameters": n_params, "distill_examples": len(rows)}
     if d.baseline_without_traces:
-        model, tokenizer = student_init(cfg)
+        model, tokenizer = student_init(cfg, skey)
         baseline = train_sft(model, tokenizer, conversations(rows, cfg.chat.system_prompt, with_reasoning=False), d,
                              cfg, "distill_no_traces", resume_key=resume_key(cfg, "distill", d, paths.REJECTION_DATA,
-                             student_key(cfg), "answers only"), report=False, **common)
+                             skey, "answers only"), report=False, **common)
         save_trainer_final(baseline, tokenizer, "distill_no_traces", {**info, "source": "distill_no_traces"})
     else:
         mark_skipped("distill_no_traces", "distill.baseline_without_traces is false")

@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.e2e.servers import session_servers
 from tests.e2e.workspace import ROOT, alive, copy_project, dvc, micro_params, stage_env
 from r1_pipeline import orchestration as orch
 from r1_pipeline.services import free_port
@@ -25,19 +24,6 @@ from r1_pipeline.services import free_port
 pytestmark = pytest.mark.slow
 
 EXPERIMENT = "r1-flow-test"
-
-
-@pytest.fixture(scope="module")
-def servers(request, tmp_path_factory):
-    return session_servers(request, tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def prefect_api(servers):
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    with temporary_settings({PREFECT_API_URL: servers.prefect_api_url}):
-        yield servers.prefect_api_url
 
 
 @pytest.fixture(scope="module")

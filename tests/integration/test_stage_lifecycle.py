@@ -25,7 +25,6 @@ import yaml
 from r1_pipeline.config import apply_overrides, profile_dict
 from r1_pipeline.stage import HolderLock, process_alive
 from tests.conftest import stage_env
-from tests.e2e.servers import session_servers
 from tests.e2e.workspace import ROOT, copy_project
 from tests.e2e.workspace import stage_env as flow_env
 
@@ -196,19 +195,6 @@ def test_exit_2_survives_accelerate_launch(tmp_path):
 
 
 FLOW_EXPERIMENT = f"lifecycle-flow-{uuid.uuid4().hex[:6]}"
-
-
-@pytest.fixture(scope="module")
-def servers(request, tmp_path_factory):
-    return session_servers(request, tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def prefect_api(servers):
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    with temporary_settings({PREFECT_API_URL: servers.prefect_api_url}):
-        yield servers.prefect_api_url
 
 
 @pytest.fixture(scope="module")
