@@ -164,3 +164,30 @@ def paired_difference(records: Iterable[Mapping[str, Any]], model_a: str, model_
     verdict = "better" if low > 0 else "worse" if high < 0 else "no clear difference"
     return {"difference": mean, "stderr": se, "ci_low": low, "ci_high": high, "n_problems": len(shared),
             "verdict": verdict}
+
+
+def reasoning_lines(text: str) -> int:
+    """Non-empty lines inside the completion's <think> block (0 without one)."""
+    start, end = text.find("<think>"), text.find("</think>")
+    if start < 0:
+        return 0
+    body = text[start + len("<think>"): end if end > start else len(text)]
+    return sum(bool(line.strip()) for line in body.splitlines())
+
+
+def habit_breakdown(records: Iterable[Mapping[str, Any]], model: str, benchmark: str,
+                    min_lines: int = 2) -> dict[str, float | int] | None:
+    """How a model's samples split between step-by-step reasoning (a <think> of at least `min_lines` lines)
+    and the rest, with the accuracy of each: what a change in pass@1 is made of (a habit chosen more often, or
+    the same habit done better). None when the model has no sample on `benchmark`."""
+    rows = [r for r in records if r.get("model") == model and r.get("benchmark") == benchmark]
+    if not rows:
+        return None
+    steps = [r for r in rows if reasoning_lines(r.get("text", "")) >= min_lines]
+    other = [r for r in rows if reasoning_lines(r.get("text", "")) < min_lines]
+
+    def acc(group):
+        return sum(bool(r["correct"]) for r in group) / len(group) if group else float("nan")
+
+    return {"samples": len(rows), "step_share": len(steps) / len(rows), "step_accuracy": acc(steps),
+            "other_accuracy": acc(other)}

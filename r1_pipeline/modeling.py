@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import torch
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -28,8 +28,9 @@ TAG_TOKENS = ["<think>", "</think>", "<answer>", "</answer>"]
 TOKENIZER_MARKER = "r1_pipeline_tokenizer.json"
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
-    """Byte-level BPE with every digit its own token (so numbers are read digit by digit)."""
+def train_tokenizer(texts: Iterable[str], vocab_size: int, atomic: Sequence[str] = ()) -> PreTrainedTokenizerFast:
+    """Byte-level BPE with every digit its own token, plus `atomic` strings kept whole wherever they occur
+    (longest match first; the synthetic task's numbers and signed operands, one token per term)."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
@@ -42,7 +43,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenize
         show_progress=False,
     )
     tok.train_from_iterator(texts, trainer=trainer)
-    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in TAG_TOKENS])
+    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in [*TAG_TOKENS, *atomic]])
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         bos_token=None,

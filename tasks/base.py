@@ -13,6 +13,7 @@ from pathlib import Path
 
 from r1_pipeline import paths
 from r1_pipeline.config import Config
+from r1_pipeline.data import synthetic
 from r1_pipeline.io import read_jsonl, sha256_file
 from r1_pipeline.modeling import (
     align_chat_tokens, build_model, context_length, load_gguf, load_model_and_tokenizer, num_parameters,
@@ -31,7 +32,7 @@ def from_scratch(cfg: Config) -> dict:
         raise StageError(f"{paths.CORPUS} is empty: base.source `scratch` needs a synthetic source in data")
     # The tokenizer learns merges from the documents as they will be rendered (roles and tags included).
     plain = [f"user\n{r['prompt']}\nassistant\n{r['completion']}" for r in corpus]
-    tokenizer = train_tokenizer(plain, b.tokenizer_vocab_size)
+    tokenizer = train_tokenizer(plain, b.tokenizer_vocab_size, atomic=synthetic.atomic_tokens(cfg.data.synthetic))
     texts = render_documents(corpus, tokenizer, cfg.chat.system_prompt)
     shape = dict(
         architecture=b.architecture, hidden_size=b.hidden_size, num_hidden_layers=b.num_hidden_layers,

@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt
 from r1_pipeline import paths, tracking
 from r1_pipeline.config import Config
 from r1_pipeline.io import atomic_path, read_jsonl, write_text
-from r1_pipeline.metrics import paired_difference
+from r1_pipeline.metrics import habit_breakdown, paired_difference
 from r1_pipeline.stage import main_for, require
 
 STAGE_ORDER = ["data", "base", "sft", "grpo", "r1_zero", "rejection", "distill", "evaluate", "report"]
@@ -95,6 +95,10 @@ def markdown(cfg: Config, metrics: dict, curves: dict, rejection: dict, timings:
         for bench, s in benches.items():
             lines.append(f"| {model} | {bench} | {pct(s, 'pass@1')} | {pct(s, 'pass@1_stderr')} | {pct(s, f'cons@{k}')} "
                          f"| {pct(s, 'format_rate')} | {s.get('mean_tokens', 0):.1f} |")
+    chance = {s.name: 1 / (cfg.data.synthetic.total_max + 1) for s in cfg.data.eval_sets if s.type == "synthetic"}
+    if chance:
+        lines += ["", "Chance level (a uniform guess among the possible answers): " + ", ".join(
+            f"{bench} {100 * c:.1f}%" for bench, c in chance.items()) + "."]
     lines += ["", "![accuracy](accuracy.png)", "", "## Comparisons", ""]
     for bench in sorted({b for m in metrics.values() for b in m}):
         def p(model):
@@ -112,6 +116,7 @@ def markdown(cfg: Config, metrics: dict, curves: dict, rejection: dict, timings:
         fa, fb = (metrics.get(m, {}).get(bench, {}).get("format_rate") for m in ("sft", "base"))
         if fa is not None and fb is not None:
             lines.append(f"- {bench}: format rate base {100 * fb:.1f}% → SFT {100 * fa:.1f}%")
+    lines += habit_section(metrics, records)
     lines += ["", "## RL curves", "", "![rl curves](rl_curves.png)", ""]
     for stage, c in curves.items():
         if c["reward"]:
@@ -130,6 +135,28 @@ def markdown(cfg: Config, metrics: dict, curves: dict, rejection: dict, timings:
         lines += [f"| {s} | {t:.1f} |" for s, t in timings.items()]
         lines.append(f"| total | {sum(timings.values()):.1f} |")
     return "\n".join(lines) + "\n"
+
+
+def habit_section(metrics: dict, records: list[dict]) -> list[str]:
+    """What each model's pass@1 is made of: how often it reasons step by step (a <think> of two or more lines)
+    and how accurate it is with and without doing so. RL on a base that already has the step-by-step habit can
+    gain mostly by choosing it more often; this table shows whether that is what happened."""
+    lines = ["", "## What the gains are made of", "",
+             "Step-by-step: samples whose <think> has two or more lines; other: a one-line think or none.", "",
+             "| model | benchmark | step-by-step share | pass@1 step-by-step | pass@1 other |", "|---|---|---|---|---|"]
+    for model, benches in metrics.items():
+        for bench in benches:
+            h = habit_breakdown(records, model, bench)
+            if h:
+                def acc(v):
+                    return "–" if v != v else f"{100 * v:.1f}"  # NaN: no sample of that kind
+                lines.append(f"| {model} | {bench} | {100 * h['step_share']:.1f}% | {acc(h['step_accuracy'])} "
+                             f"| {acc(h['other_accuracy'])} |")
+    lines += ["", "When a model gains mainly through a higher step-by-step share at a similar step-by-step accuracy, "
+              "RL selected a reasoning habit the base already had rather than teaching a new skill. How much of "
+              "GRPO's gain a curated cold start (only step-by-step traces) gets by SFT alone is measured in "
+              "docs/architecture.md (\"The tiny profile\")."]
+    return lines
 
 
 def run(cfg: Config) -> dict:

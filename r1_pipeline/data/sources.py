@@ -224,7 +224,11 @@ def load_source(
             chains = synthetic.generate_chains(task, src.limit or DEFAULT_SYNTHETIC_COUNT, src.split, rng)
         except ValueError as exc:
             raise DataError(f"source {src.name}: {exc}") from None
-        records = [synthetic.chain_record(src.name, c) for c in chains]
+        # Cold-start examples show the scratchpad with probability cold_start_scratchpad_fraction, else a short
+        # think; RL and eval records always carry the scratchpad (it is only a reference solution there).
+        share = task.cold_start_scratchpad_fraction if role == "cold_start" else 1.0
+        style_rng = synthetic.derive_rng(seed, role, src.name, "style")
+        records = [synthetic.chain_record(src.name, c, style_rng.random() < share) for c in chains]
         return SourceResult(records=records, rows_read=len(records))
     rows = hf_loader(src) if (src.type == "hf" and hf_loader) else iter_rows(src, Path(root))
     result = normalize_rows(src, rows)

@@ -161,24 +161,47 @@ def generate_chains(task: SyntheticTaskConfig, n: int, split: str, rng: random.R
 # ------------------------------------------------------------------------------------------------ renderers
 
 
-def scratchpad_lines(chain: Chain, error_step: int | None = None, offset: int = 0) -> list[str]:
-    """One line per operation, `a+b=c`, each starting from the previous line's result.
+def items(chain: Chain) -> list[str]:
+    """The expression as its terms: `7+3-5+2` -> ["7", "+3", "-5", "+2"] (one token each, see atomic_tokens)."""
+    return [str(chain.first)] + [f"{op}{b}" for op, b in chain.steps]
 
-    With `error_step=k` (0-based) the result of line k is off by `offset`, and the later lines compute
+
+def scratchpad_lines(chain: Chain, error_step: int | None = None, offset: int = 0) -> list[str]:
+    """The expression, then one line per operation that folds the first two terms into their total:
+
+        7+3-5+2
+        _10-5+2
+        __5+2
+        ___7
+
+    Each line keeps the previous line's columns (a `_` for each term already folded in), so every term sits
+    exactly one line length below where it was: a tiny model copies by a fixed offset instead of searching
+    the prompt, which it learns in a few hundred steps on any seed (docs/architecture.md, "The tiny profile").
+
+    With `error_step=k` (0-based) the total of operation k is off by `offset`, and the later lines compute
     correctly from that wrong value, so the error propagates to the final total.
     """
-    lines, prev = [], chain.first
-    for i, ((op, b), true_total) in enumerate(zip(chain.steps, chain.totals, strict=True)):
+    terms = items(chain)
+    lines = ["".join(terms)]
+    for i, true_total in enumerate(chain.totals):
         shown = true_total + (offset if error_step is not None and i >= error_step else 0)
-        lines.append(f"{prev}{op}{b}={shown}")
-        prev = shown
+        lines.append("_" * (i + 1) + str(shown) + "".join(terms[i + 2:]))
     return lines
 
 
 def scratchpad_reasoning(problem: str | Chain) -> str:
-    """The correct step-by-step reasoning of an expression: `7+3=10\\n10-5=5\\n5+2=7`."""
+    """The correct step-by-step reasoning of an expression: `7+3-5+2\n_10-5+2\n__5+2\n___7`."""
     chain = parse_expression(problem) if isinstance(problem, str) else problem
-    return "\n".join(scratchpad_lines(chain)) if chain.steps else str(chain.first)
+    return "\n".join(scratchpad_lines(chain))
+
+
+def atomic_tokens(task: SyntheticTaskConfig) -> list[str]:
+    """The tokens the tiny tokenizer keeps whole: every number above 9 the task can show, every signed operand
+    (`+3`, `-12`) and the `_` column marker; one token per term keeps the scratchpad's columns aligned."""
+    top = max(task.total_max, task.first_operand_max)
+    numbers = [str(n) for n in range(10, top + 1)]
+    operands = [f"{op}{b}" for op in "+-" for b in range(1, task.operand_max + 1)]
+    return numbers + operands + ["_"]
 
 
 def format_scratchpad(reasoning: str, answer: int | str) -> str:
@@ -276,13 +299,15 @@ def generate_corpus(task: SyntheticTaskConfig, rng: random.Random) -> list[Corpu
 # ------------------------------------------------------------------------------------------------- records
 
 
-def chain_record(source: str, chain: Chain) -> SourceRecord:
+def chain_record(source: str, chain: Chain, scratchpad: bool = True) -> SourceRecord:
+    """A problem record; its solution is the scratchpad, or with `scratchpad=False` a think that only restates
+    the expression (the short-think examples of a cold start that is not curated)."""
     return SourceRecord(
         id=record_id(source, chain.expression),
         source=source,
         problem=chain.expression,
         answer=str(chain.answer),
-        solution=scratchpad_reasoning(chain),
+        solution=scratchpad_reasoning(chain) if scratchpad else chain.expression,
         difficulty=chain.difficulty,
     )
 
@@ -307,12 +332,23 @@ def answer_of_completion(completion: str) -> str | None:
 
 
 def check_scratchpad(lines: Sequence[str]) -> bool:
-    """Whether every `a±b=c` line is arithmetically right (used by tests and sanity checks)."""
-    for line in lines:
-        m = re.fullmatch(r"(\d+)([+-])(\d+)=(-?\d+)", line)
-        if not m:
+    """Whether each line folds the previous line's first two terms correctly and copies the rest (used by
+    tests and sanity checks). The first line is the expression itself."""
+    if not lines:
+        return False
+    try:
+        prev = items(parse_expression(lines[0]))
+    except ValueError:
+        return False
+    for depth, line in enumerate(lines[1:], 1):
+        if not line.startswith("_" * depth) or len(prev) < 2:
             return False
-        a, op, b, c = int(m.group(1)), m.group(2), int(m.group(3)), int(m.group(4))
-        if (a + b if op == "+" else a - b) != c:
+        try:
+            terms = items(parse_expression(line[depth:]))
+        except ValueError:
             return False
+        folded = int(prev[0]) + int(prev[1])
+        if terms != [str(folded)] + prev[2:]:
+            return False
+        prev = terms
     return True

@@ -88,11 +88,15 @@ def test_generation_is_deterministic():
 
 
 def test_reasoning_and_renderers():
-    assert scratchpad_reasoning("7+3-5+2") == "7+3=10\n10-5=5\n5+2=7"
-    assert scratchpad_reasoning("4-4") == "4-4=0"
-    assert format_scratchpad("7+3=10\n10-5=5\n5+2=7", 7) == (
-        "<think>\n7+3=10\n10-5=5\n5+2=7\n</think>\n<answer>7</answer>"
+    assert scratchpad_reasoning("7+3-5+2") == "7+3-5+2\n_10-5+2\n__5+2\n___7"
+    assert scratchpad_reasoning("4-4") == "4-4\n_0"
+    assert format_scratchpad("7+3-5+2\n_10-5+2\n__5+2\n___7", 7) == (
+        "<think>\n7+3-5+2\n_10-5+2\n__5+2\n___7\n</think>\n<answer>7</answer>"
     )
+    # a wrong fold, a dropped term or a missing column marker fails the check
+    assert not check_scratchpad(["7+3-5+2", "_11-5+2", "__6+2", "___8"])
+    assert not check_scratchpad(["7+3-5+2", "_10+2", "___12"])
+    assert not check_scratchpad(["7+3-5+2", "10-5+2", "5+2", "7"])
     assert format_lazy("7+3-5+2", 8) == "<think>\n7+3-5+2\n</think>\n<answer>8</answer>"
     assert format_direct(7) == "<answer>7</answer>"
     assert format_plain(7) == "7"
@@ -100,9 +104,9 @@ def test_reasoning_and_renderers():
     for _ in range(500):
         chain = syn.sample_chain(rng, rng.choice([1, 2, 4, 6]), TASK)
         lines = scratchpad_reasoning(chain).split("\n")
-        assert len(lines) == chain.difficulty
+        assert len(lines) == chain.difficulty + 1 and lines[0] == chain.expression
         assert check_scratchpad(lines)
-        assert lines[-1].endswith(f"={chain.answer}")
+        assert lines[-1] == "_" * chain.difficulty + str(chain.answer)
 
 
 def _true_answer(prompt: str) -> int:
@@ -110,7 +114,8 @@ def _true_answer(prompt: str) -> int:
 
 
 def test_corpus_styles_errors_and_train_only():
-    task = SyntheticTaskConfig(corpus_documents=4000, corpus_error_rate=0.25)
+    task = SyntheticTaskConfig(corpus_documents=4000, corpus_error_rate=0.25, chain_lengths=[1, 2, 4, 6],
+                               corpus_style_weights={"scratchpad": 0.35, "lazy": 0.25, "direct": 0.2, "plain": 0.2})
     docs = generate_corpus(task, derive_rng(0, "corpus"))
     assert len(docs) == 4000
     assert syn.style_counts(docs) == {"scratchpad": 1400, "lazy": 1000, "direct": 800, "plain": 800}
@@ -127,10 +132,10 @@ def test_corpus_styles_errors_and_train_only():
         if d.style == "scratchpad":
             body = d.completion.split("<think>\n")[1].split("\n</think>")[0]
             lines = body.split("\n")
-            assert len(lines) == parse_expression(d.prompt).difficulty
+            assert len(lines) == parse_expression(d.prompt).difficulty + 1
             if d.error == "step":
                 assert not check_scratchpad(lines)
-                assert lines[-1].endswith(f"={given}")  # the wrong step propagates to the answer
+                assert lines[-1].lstrip("_") == given  # the wrong step propagates to the answer
             else:
                 assert check_scratchpad(lines)
                 assert (int(given) == truth) == (d.error == "")
@@ -155,3 +160,35 @@ def test_corpus_is_deterministic_and_respects_zero_weights():
     assert a == generate_corpus(task, derive_rng(1, "corpus"))
     assert a != generate_corpus(task, derive_rng(2, "corpus"))
     assert {d.style for d in a} == {"scratchpad"}
+
+
+def test_atomic_tokens_keep_every_term_one_token():
+    """Numbers above 9 and signed operands are single tokens, so a scratchpad line's columns line up with the
+    line above (the offset a tiny model copies by)."""
+    from r1_pipeline.modeling import train_tokenizer
+
+    task = SyntheticTaskConfig(first_operand_max=19, operand_max=9, total_max=19)
+    tok = train_tokenizer(["12+3-9\n_15-9\n__6"], 300, atomic=syn.atomic_tokens(task))
+    lines = scratchpad_reasoning("12+3-9+7").split("\n")
+    pieces = [[tok.decode([i]) for i in tok(line, add_special_tokens=False)["input_ids"]] for line in lines]
+    assert pieces == [["12", "+3", "-9", "+7"], ["_", "15", "-9", "+7"], ["_", "_", "6", "+7"], ["_", "_", "_", "13"]]
+
+
+def test_cold_start_mixes_scratchpads_and_short_thinks():
+    from r1_pipeline.config import SourceConfig
+    from r1_pipeline.data.sources import load_source
+
+    for share, expected in ((0.0, 0), (1.0, 200)):
+        task = SyntheticTaskConfig(cold_start_scratchpad_fraction=share)
+        src = SourceConfig(name="arith", type="synthetic", split="train", limit=200)
+        records = load_source(src, role="cold_start", seed=0, task=task).records
+        assert sum("\n" in r.solution for r in records) == expected
+        assert all(r.solution == r.problem for r in records if "\n" not in r.solution)
+    task = SyntheticTaskConfig(cold_start_scratchpad_fraction=0.25)
+    records = load_source(SourceConfig(name="arith", type="synthetic", split="train", limit=400),
+                          role="cold_start", seed=0, task=task).records
+    assert 60 < sum("\n" in r.solution for r in records) < 140
+    # RL records always carry the scratchpad as their reference solution
+    rl = load_source(SourceConfig(name="arith", type="synthetic", split="train", limit=50), role="rl", seed=0,
+                     task=task).records
+    assert all(check_scratchpad(r.solution.split("\n")) for r in rl)
