@@ -38,6 +38,7 @@ from typing import Callable, Iterable
 import yaml
 
 from r1_pipeline.config import ConfigError, apply_overrides, load_config, load_yaml
+from r1_pipeline.registry import params_profile  # noqa: F401 (re-exported for the flow)
 from r1_pipeline.io import sha256_file, write_text
 from r1_pipeline.stage import HolderLock, describe_holder, holder_info, parent_death_preexec
 
@@ -520,17 +521,6 @@ def _leading_comments(text: str) -> list[str]:
             break
         out.append(line)
     return out
-
-
-def params_profile(params_path: str | Path) -> str | None:
-    """The profile named in params.yaml's header (`# profile: micro ...`), if any."""
-    try:
-        for line in _leading_comments(Path(params_path).read_text()):
-            if m := re.match(r"#\s*profile:\s*([\w.-]+)", line):
-                return m.group(1)
-    except OSError:
-        pass
-    return None
 
 
 __all__ = [

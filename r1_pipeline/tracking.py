@@ -64,11 +64,21 @@ def git_commit() -> str | None:
         return None
 
 
+def git_dirty() -> str:
+    """`true` when tracked files differ from the commit (the run's code is not exactly `git.commit`)."""
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                             text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return "unknown" if out.returncode != 0 else str(bool(out.stdout.strip())).lower()
+
 
 def provenance_tags(stage: str) -> dict[str, str]:
     tags = {
         "r1.stage": stage,
         "git.commit": git_commit() or "unknown",
+        "git.dirty": git_dirty(),
         "dvc.params_sha256": sha256_file("params.yaml") or "none",
         "dvc.lock_sha256": sha256_file("dvc.lock") or "none",
     }
@@ -99,6 +109,11 @@ def stage_run(stage: str, cfg: Config, section: Any | None = None) -> Iterator[A
         log_params(params)
         try:
             yield run
+            # A training stage's final model: an MLflow model of this run, registered from it (r1_pipeline.registry)
+            from r1_pipeline import registry
+
+            if stage in registry.MODEL_STAGES:
+                registry.log_stage_model(cfg, stage)
         except Exception:
             # mlflow.start_run's context ends the run FAILED; the tag says so in the runs table too.
             _quietly(mlflow.set_tag, "r1.status", "failed")

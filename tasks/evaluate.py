@@ -71,6 +71,7 @@ def run(cfg: Config) -> dict:
     for s in cfg.data.eval_sets:
         rows = read_jsonl(require(paths.EVAL_DIR / f"{s.name}.jsonl", "data"))
         eval_sets[s.name] = rows[: e.max_problems] if e.max_problems else rows
+        tracking.log_dataset(paths.EVAL_DIR / f"{s.name}.jsonl", s.name, "evaluation")
     models = [m for m in e.models if paths.model_dir(m).exists() and not is_skipped(paths.model_dir(m))]
     if not models:
         raise StageError(f"none of evaluate.models {e.models} exists under {paths.MODELS_DIR}: run the training stages first")
@@ -87,8 +88,9 @@ def run(cfg: Config) -> dict:
             for key, value in summary.items():
                 if isinstance(value, (int, float)):
                     flat[f"{model}.{bench}.{key}"] = value
-    # The final models (grpo, distill) into the MLflow Model Registry; `champion` moves only on a better pass@1.
-    registry.register_models(metrics, primary_benchmark=cfg.data.eval_sets[0].name if cfg.data.eval_sets else None)
+    # Each evaluated model's registered version (registered by its training run) gets its evaluation; the
+    # `champion` aliases move only on a pass@1 gain beyond 2 SE of the paired difference (r1_pipeline.registry).
+    registry.promote_models(cfg, metrics, records)
     return flat
 
 

@@ -137,13 +137,16 @@ def test_deployment_run_is_tracked_in_mlflow(deployment, full_run):
     assert len(client.get_metric_history(by_stage["grpo"].info.run_id, "train_loss") or
                client.get_metric_history(by_stage["grpo"].info.run_id, "loss")) >= 1
 
-    # the final model in the registry, its version tagged with its evaluation, the alias set
-    name = f"{EXPERIMENT}-grpo"
+    # the final model in the registry: registered by the grpo run that trained it, tagged with its evaluation
+    # and the promotion decision; the evaluate run holds no copy of the weights
+    name = f"{EXPERIMENT}-micro-grpo"
     champion = client.get_model_version_by_alias(name, "champion")
-    assert champion.run_id == by_stage["evaluate"].info.run_id
-    assert "eval.score" in champion.tags and champion.tags["eval.primary_metric"] == "pass@1"
-    assert {a.path for a in client.list_artifacts(by_stage["evaluate"].info.run_id, "models/grpo")} >= {
-        "models/grpo/config.json", "models/grpo/model.safetensors"}
+    assert champion.run_id == by_stage["grpo"].info.run_id
+    assert champion.tags["eval.run_id"] == by_stage["evaluate"].info.run_id
+    bench = champion.tags["eval.primary_benchmark"]
+    assert f"eval.{bench}.pass_at_1" in champion.tags and champion.tags[f"promotion.{bench}.decision"] == "promoted"
+    assert champion.tags["r1.parent_model"].startswith(f"{EXPERIMENT}-micro-sft/")
+    assert not client.list_artifacts(by_stage["evaluate"].info.run_id, "models")
 
     # the report, published as artifacts of the report stage's run
     report = {a.path for a in client.list_artifacts(by_stage["report"].info.run_id, "report")}
