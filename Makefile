@@ -3,7 +3,7 @@ PY ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup test test-fast run pipeline services services-down bench clean
+.PHONY: setup test test-fast run pipeline services services-down bench bench-seeds clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -36,6 +36,10 @@ services-down:
 
 bench: setup
 	$(BIN)/python bench/pipeline_times.py
+
+# The tiny profile on 3 seeds x 2 torch thread counts, plus the curated-cold-start comparison per seed (~35 min).
+bench-seeds: setup
+	$(BIN)/python bench/pipeline_times.py --seeds 0,1,2 --threads 1,2 --curated
 
 clean:
 	rm -rf outputs checkpoints mlflow.db mlartifacts .services

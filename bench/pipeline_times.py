@@ -3,7 +3,7 @@ the stage times (process overhead apart from the stage's own work), the pass@1 t
 95% interval of its paired difference.
 
     python bench/pipeline_times.py                              # tiny profile, seed 0, default threads
-    python bench/pipeline_times.py --seeds 0,1,2 --threads 1,2  # what `make bench-seeds` runs
+    python bench/pipeline_times.py --seeds 0,1,2 --threads 1,2 --curated  # what `make bench-seeds` runs
     python bench/pipeline_times.py --profile micro --workdir /tmp/r1-micro
 
 Each stage runs as DVC runs it (`python -m tasks.<stage>` in a work dir), so the times include process
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -32,6 +33,7 @@ from r1_pipeline.config import apply_overrides, profile_dict, to_yaml, validate 
 from r1_pipeline.io import read_jsonl  # noqa: E402
 from r1_pipeline.metrics import paired_difference  # noqa: E402
 
+CURATED = "data.synthetic.cold_start_scratchpad_fraction=1.0"
 MODELS = ("base", "sft", "grpo", "r1_zero", "distill", "distill_no_traces")
 
 
@@ -58,6 +60,16 @@ def run_pipeline(workdir: Path, profile: str, overrides: list[str], stages: list
             print(f"  {stage} FAILED (exit {rc}, see {workdir}/{stage}.log)", flush=True)
             return {"times": times, "rc": rc}
     return {"times": times, "rc": 0}
+
+
+def run_curated(main_dir: Path, workdir: Path, profile: str, overrides: list[str], threads: int | None,
+                label: str) -> dict:
+    """SFT then GRPO from the base of `main_dir` (same seed, so the same base) with the curated cold start."""
+    (workdir / "outputs" / "models").mkdir(parents=True, exist_ok=True)
+    shutil.copytree(main_dir / "outputs" / "models" / "base", workdir / "outputs" / "models" / "base")
+    result = run_pipeline(workdir, profile, [*overrides, CURATED], ["data", "sft", "grpo", "evaluate"], threads)
+    metrics, records = eval_summary(workdir)
+    return print_run(label, workdir, result, metrics, records)
 
 
 def eval_summary(workdir: Path) -> tuple[dict, list[dict]]:
@@ -138,6 +150,9 @@ def main() -> int:
     parser.add_argument("--stages", default=",".join(STAGES), help="comma-separated stages (default: all)")
     parser.add_argument("--seeds", default="0", help="comma-separated seeds (project.seed and data.seed)")
     parser.add_argument("--threads", default="", help="comma-separated torch thread counts (default: torch's)")
+    parser.add_argument("--curated", action="store_true",
+                        help="per seed, also run SFT and GRPO from the same base with a curated cold start "
+                        f"({CURATED}): how much of GRPO's gain SFT on step-by-step traces gets alone")
     args = parser.parse_args()
 
     root = Path(args.workdir or tempfile.mkdtemp(prefix=f"r1-bench-{args.profile}-"))
@@ -154,6 +169,9 @@ def main() -> int:
             failed += bool(result["rc"])
             metrics, records = eval_summary(workdir)
             rows.append(print_run(label, workdir, result, metrics, records))
+            if args.curated and threads == thread_counts[0] and not result["rc"]:
+                rows.append(run_curated(workdir, root / f"seed{seed}-curated", args.profile, overrides, threads,
+                                        f"seed {seed}, curated cold start"))
     if len(rows) > 1:
         print_summary(rows)
     elif (report := root / "outputs" / "report" / "report.md").exists():
