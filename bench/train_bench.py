@@ -791,7 +791,8 @@ def mlflow_accounting(record: Record, captured: dict):
             setattr(mlflow, name, fn)
 
 
-def run_grpo_pipeline(bench: Bench, ctx: GRPOContext, name: str = "pipeline", env: dict | None = None) -> dict:
+def run_grpo_pipeline(bench: Bench, ctx: GRPOContext, name: str = "pipeline", env: dict | None = None,
+                      overrides: list[str] | None = None) -> dict:
     """r1_pipeline.grpo.train_grpo inside tracking.stage_run, in a work folder laid out as our stages expect;
     trl.GRPOConfig/GRPOTrainer are swapped for a capturing config and the timed trainer for the call."""
     import trl
@@ -802,7 +803,7 @@ def run_grpo_pipeline(bench: Bench, ctx: GRPOContext, name: str = "pipeline", en
 
     sizes = bench.sizes
     init = ctx.model_dir()
-    cfg = our_config(bench.args.mode, grpo_overrides(sizes, ctx.steps()))
+    cfg = our_config(bench.args.mode, grpo_overrides(sizes, ctx.steps()) + list(overrides or []))
     workdir = bench.work / name  # its own: a second run in the same folder would resume the first's checkpoint
     (workdir / "outputs" / "data").mkdir(parents=True, exist_ok=True)
     write_jsonl(workdir / "outputs" / "data" / "rl_train.jsonl", ctx.rows)
@@ -845,7 +846,8 @@ def run_grpo_pipeline(bench: Bench, ctx: GRPOContext, name: str = "pipeline", en
     ctx.ours_kwargs = captured["kwargs"]
     trainer = captured["trainer"]
     result = summarize_grpo(record.window(sizes.grpo_warmup + 1, ctx.steps()))
-    result.update(settings=grpo_settings(trainer.args), wall_s=wall, steps=record.window(1, ctx.steps()))
+    settings = grpo_settings(trainer.args) + "".join(f", {o.split('.', 1)[1]}" for o in overrides or [])
+    result.update(settings=settings, wall_s=wall, steps=record.window(1, ctx.steps()))
     captured.clear()
     del trainer
     return result
@@ -907,6 +909,146 @@ GRPO_VARIANTS = [
     ("ours_vllm", "ours + vLLM colocate", {"use_vllm": True, "vllm_mode": "colocate"}, "vllm"),
     ("ours_cb", "ours + transformers continuous batching", {"use_transformers_continuous_batching": True}, None),
 ]
+
+
+# ------------------------------------------------------------------------------ rollouts (hf_compiled)
+
+
+def graphs_compiled() -> int:
+    """torch.compile graphs built so far in this process (a recompile builds one more)."""
+    import torch
+
+    return int(torch._dynamo.utils.counters["stats"]["unique_graphs"])
+
+
+def rollout_prompts(bench: Bench, rows: int, width_offset: int, seed: int):
+    """`rows` left-padded prompts of the GRPO prompt lengths; `width_offset` makes the padded width differ from
+    call to call, as GRPO batches do."""
+    import torch
+
+    lo, hi = bench.sizes.grpo_prompt_tokens
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(lo, max(lo, hi - width_offset) + 1, (rows,), generator=g).tolist()
+    width = max(lengths)
+    ids = torch.full((rows, width), 0, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, n in enumerate(lengths):
+        ids[i, width - n :] = torch.randint(FIRST_WORD_ID, bench.sizes.model["vocab"], (n,), generator=g)
+        mask[i, width - n :] = 1
+    dev = "cuda" if cuda() else "cpu"
+    return ids.to(dev), mask.to(dev)
+
+
+def run_raw_generate(bench: Bench, ctx: GRPOContext, how: str) -> dict:
+    """One GRPO step's worth of rollouts (prompts x generations rows, the completion length, EOS suppressed),
+    generated 4 times with prompt widths that differ as GRPO batches do: the first call (compilation) and the
+    later ones timed apart, and the torch.compile graphs each call built (recompiles) counted."""
+    import torch
+
+    from r1_pipeline.generation import CompiledDecoder
+    from r1_pipeline.modeling import load_model_and_tokenizer
+
+    sizes = bench.sizes
+    rows, new = sizes.grpo_prompts * sizes.grpo_generations, sizes.grpo_completion
+    model, tok = load_model_and_tokenizer(ctx.model_dir(), "cuda" if cuda() else "cpu",
+                                          "bf16" if cuda() else "fp32")
+    model.eval()
+    decoder = CompiledDecoder(model) if how == "compiled" else None
+    times, graphs = [], []
+    for call, offset in enumerate([0, 7, 0, 13]):
+        ids, mask = rollout_prompts(bench, rows, offset, call)
+        g0 = graphs_compiled()
+        t0 = now()
+        with torch.no_grad():
+            if decoder is not None:
+                decoder.generate(ids, mask, new, temperature=1.0, min_new_tokens=new, pad_id=tok.pad_token_id,
+                                 eos_token_ids=[tok.eos_token_id])
+            else:
+                extra = {} if how == "dynamic" else {"cache_implementation": "static",
+                                                     "disable_compile": how == "static_nocompile"}
+                model.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=1.0,
+                               max_new_tokens=new, min_new_tokens=new, pad_token_id=tok.pad_token_id, **extra)
+        times.append(now() - t0)
+        graphs.append(graphs_compiled() - g0)
+        if times[0] > 240:  # a first call this slow: do not spend the run on three more
+            break
+    later = times[1:] or times
+    mean_later = sum(later) / len(later)
+    del model, decoder
+    return {"first_s": times[0], "later_s": mean_later, "later_range": f"{min(later):.2f}-{max(later):.2f}",
+            "tok_per_s": rows * new / mean_later, "graphs_per_call": "/".join(str(g) for g in graphs),
+            "settings": f"{rows} rows x {new} tokens, prompt widths vary (+0/-7/+0/-13)", "calls": times}
+
+
+def run_backend(bench: Bench, ctx: GRPOContext, name: str) -> dict:
+    """The backend rejection sampling and evaluation call (get_backend), 32 prompts x 8 samples x the
+    completion length, temperature 0.6 / top-p 0.95 (the evaluation protocol), two calls."""
+    from r1_pipeline.generation import get_backend
+
+    new = bench.sizes.grpo_completion
+    backend = get_backend(name, ctx.model_dir(), "cuda" if cuda() else "cpu", "bf16" if cuda() else "fp32",
+                          batch_size=256)
+    rows = grpo_rows(bench.sizes, 64, seed=5)
+    times, tokens = [], []
+    for call in range(2):
+        prompts = [[{"role": "user", "content": r["problem"]}] for r in rows[call * 32 : (call + 1) * 32]]
+        t0 = now()
+        out = backend.generate(prompts, n=8, temperature=0.6, top_p=0.95, max_new_tokens=new, seed=call)
+        times.append(now() - t0)
+        tokens.append(sum(s.num_tokens for g in out for s in g))
+    del backend
+    return {"first_s": times[0], "later_s": times[1], "later_range": f"{times[1]:.2f}",
+            "tok_per_s": tokens[1] / times[1], "graphs_per_call": "—",
+            "settings": f"32 prompts x 8 samples x <= {new} tokens, T 0.6, top-p 0.95", "calls": times}
+
+
+ROLLOUT_RAW = [
+    ("gen_dynamic", "model.generate, dynamic cache (TRL's default path)", "dynamic"),
+    ("gen_static_nocompile", "model.generate, static cache, disable_compile=True (what GRPOTrainer runs)",
+     "static_nocompile"),
+    ("gen_static", "model.generate, static cache, generate's own compile", "static"),
+    ("gen_compiled", "r1_pipeline CompiledDecoder (hf_compiled)", "compiled"),
+]
+
+
+def rollout_section(bench: Bench) -> None:
+    """hf_compiled against TRL's HF generation: raw generate calls (why the static cache lost inside the trainer),
+    GRPO steps in the same process (bare TRL, the stage with hf and with hf_compiled), and the backend that
+    rejection sampling and evaluation use."""
+    ctx = GRPOContext(bench)
+    wanted = set(bench.args.rows.split(",")) if bench.args.rows else None
+
+    def row(section, key, label, fn):
+        if wanted is not None and key not in wanted:
+            return {"status": "not run"}
+        return row_result(bench, section, key, label, fn)
+
+    ours = row("grpo", "r_ours_hf", "ours: train_grpo, generation_backend hf",
+               lambda: run_grpo_pipeline(bench, ctx, "pipe_hf"))
+    bare = row("grpo", "r_bare_same", BASELINE_LABEL, lambda: run_grpo_ours_args(bench, ctx, {}, "r_bare_same"))
+    comp = row("grpo", "r_ours_compiled", "ours: train_grpo, generation_backend hf_compiled",
+               lambda: run_grpo_pipeline(bench, ctx, "pipe_compiled",
+                                         overrides=["grpo.generation_backend=hf_compiled"]))
+    for base_key, base in (("bare", bare), ("ours_hf", ours)):
+        if base.get("status") == "ok" and comp.get("status") == "ok":
+            bench.rows.append({
+                "section": "rollout", "key": f"ratio_{base_key}", "status": "ok",
+                "label": f"GRPO step: generation speedup hf_compiled vs {base['label']} (x)",
+                "later_s": base["generate_s"] / comp["generate_s"],
+                "tok_per_s": comp["gen_tokens_per_s"] / base["gen_tokens_per_s"],
+                "first_s": base["s_per_step"] / comp["s_per_step"], "later_range": "—", "graphs_per_call": "—",
+                "settings": "later s = generate s ratio; first s = s/step ratio; tok/s = gen tok/s ratio"})
+    bench.save()
+    raw = {key: (label, how) for key, label, how in ROLLOUT_RAW}
+    order = ["gen_dynamic", "gen_compiled", "gen_static_nocompile", "backend_hf", "backend_hf_compiled",
+             "gen_static"]  # generate's own compile last: it may recompile for every prompt width
+    for key in order:
+        if key in raw:
+            label, how = raw[key]
+            row("rollout", key, label, lambda: run_raw_generate(bench, ctx, how))
+        else:
+            name = key.removeprefix("backend_")
+            row("rollout", key, f"get_backend('{name}') (rejection, evaluate)", lambda: run_backend(bench, ctx, name))
 
 
 # ------------------------------------------------------------------------------------------- rewards
@@ -1169,6 +1311,9 @@ GRPO_COLS = [("s/step (min-max)", "s_per_step_range", ""), ("generate s", "gener
 OVERHEAD_COLS = [("s/step", "s_per_step", ".3f"), ("generate s", "generate_s", ".3f"), ("reward s", "reward_s", ".4f"),
                  ("other s", "other_s", ".3f"), ("MLflow s/step", "mlflow_s", ".3f"),
                  ("MLflow calls/step", "mlflow_calls_per_step", ".1f"), ("wall s (load+train+save)", "wall_s", ".2f")]
+ROLLOUT_COLS = [("first call s", "first_s", ".2f"), ("later calls s", "later_s", ".2f"),
+                ("later range", "later_range", ""), ("tokens/s (later)", "tok_per_s", ",.0f"),
+                ("graphs compiled per call", "graphs_per_call", ""), ("settings", "settings", "")]
 REWARD_COLS = [("responses", "n", ",.0f"), ("responses/s", "responses_per_s", ",.1f"), ("mean ms", "mean_ms", ".2f"),
                ("max ms", "max_ms", ".1f"), ("mean chars", "mean_chars", ",.0f"),
                ("agreement with label", "agreement", ".2%")]
@@ -1216,6 +1361,10 @@ def render(header: dict, rows: list[dict]) -> str:
             table(sft, SFT_COLS, [("seq", lambda r: str(r.get("seq_len", ""))), ("variant", lambda r: r["label"])])]
     out += ["", "### GRPO step (mean over timed steps; HF generation, EOS suppressed)", "",
             table([r for r in rows if r["section"] == "grpo"], GRPO_COLS, [("variant", lambda r: r["label"])])]
+    rollout = [r for r in rows if r["section"] == "rollout"]
+    if rollout:
+        out += ["", "### Rollouts: generation calls and the hf_compiled speedup", "",
+                table(rollout, ROLLOUT_COLS, [("call", lambda r: r["label"])])]
     out += ["", "### Pipeline overhead (same GRPO steps, same process)", "",
             table([r for r in rows if r["section"] == "overhead"], OVERHEAD_COLS, [("run", lambda r: r["label"])])]
     out += ["", "### Reward verification on CPU (../shared/data/graded/verifier_triples.jsonl)", "",
@@ -1233,8 +1382,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="tiny sizes, no child processes (the smoke test)")
     p.add_argument("--budget-s", type=float, help="rows not started after this many seconds are skipped")
     p.add_argument("--sections", default="sft,grpo,reward,liger,zero2,compile",
-                   help="comma-separated subset of sft,grpo,reward (in this process, in that order) and "
+                   help="comma-separated subset of sft,grpo,rollout,reward (in this process, in that order) and "
                    "liger,zero2,compile (SFT rows in child processes, after them)")
+    p.add_argument("--rows", help="rollout section: only these row keys (comma-separated; r_ours_hf, r_bare_same, "
+                   "r_ours_compiled, gen_dynamic, gen_compiled, gen_static_nocompile, gen_static, backend_hf, "
+                   "backend_hf_compiled)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own choice); on a loaded CPU "
                    "1 thread avoids OpenMP spin-waits against other processes")
     p.add_argument("--append", action="store_true", help="keep the rows of an earlier results.json in --out "
@@ -1289,6 +1441,8 @@ def main(argv: list[str] | None = None) -> int:
             sft_rows(bench, "main")
         if "grpo" in sections:
             grpo_section(bench)
+        if "rollout" in sections:
+            rollout_section(bench)
         if "reward" in sections:
             reward_section(bench)
         for group, min_s in (("liger", 45), ("zero2", 50), ("compile", 75)):

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import functools
+import time
+
+import torch
 
 from transformers import TrainerCallback
 
@@ -67,6 +70,80 @@ class CompletionTableCallback(TrainerCallback):
             tracking.log_table(self.recorder.rows(self.limit), f"completions/{self.stage}_step_{state.global_step:05d}.json")
 
 
+def compiled_rollout_trainer_class():
+    """TRL's GRPOTrainer with its transformers rollouts (`_generate_single_turn`, use_vllm off) decoded by
+    r1_pipeline.generation.CompiledDecoder: the same sampling settings (temperature, top_p, top_k,
+    min_new_tokens, EOS ids), a static cache and a compiled decode step instead of TRL's GenerationConfig
+    with `disable_compile=True`. Settings the decoder does not implement (min_p, repetition_penalty, images,
+    tools' multimodal fields) take TRL's own path, with a warning once."""
+    from trl import GRPOTrainer
+    from trl.models import unwrap_model_for_generation
+
+    from r1_pipeline.generation import compiled_decoder
+
+    class CompiledRolloutGRPOTrainer(GRPOTrainer):
+        rollout_seconds = 0.0  # wall time of the compiled rollouts (the bench reads it)
+
+        def _compiled_unsupported(self, images, multimodal_fields) -> str | None:
+            if self.use_vllm:
+                return "use_vllm is on"
+            if images is not None or multimodal_fields:
+                return "multimodal prompts"
+            if self.min_p or (self.repetition_penalty not in (None, 1.0)):
+                return "min_p / repetition_penalty are not implemented by CompiledDecoder"
+            extra = set(self.args.generation_kwargs or {}) - {"min_new_tokens"}
+            if extra:
+                return f"generation_kwargs {sorted(extra)} are not implemented by CompiledDecoder"
+            return None
+
+        def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations,
+                                  has_tool_images=False):
+            why = self._compiled_unsupported(images, multimodal_fields)
+            if why:
+                if not getattr(self, "_warned_fallback", False):
+                    import warnings
+
+                    warnings.warn(f"generation_backend hf_compiled: {why}; TRL's transformers generate is used")
+                    self._warned_fallback = True
+                return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations,
+                                                     has_tool_images)
+            device = self.accelerator.device
+            width = max(len(p) for p in prompt_ids)
+            pad = self._tokenizer.pad_token_id
+            ids = torch.full((len(prompt_ids), width), pad, dtype=torch.long)
+            mask = torch.zeros_like(ids)
+            for i, p in enumerate(prompt_ids):
+                ids[i, width - len(p) :] = torch.tensor(p)
+                mask[i, width - len(p) :] = 1
+            if compiled_decoder(self.accelerator.unwrap_model(self.model), "grpo") is None:  # warned once
+                return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations,
+                                                     has_tool_images)
+            start = time.perf_counter()
+            with (
+                unwrap_model_for_generation(
+                    self.model_wrapped, self.accelerator, gather_deepspeed3_params=self.args.ds3_gather_for_generation,
+                    generation_kwargs=self.generation_kwargs,
+                    gradient_checkpointing_kwargs=self.args.gradient_checkpointing_kwargs,
+                ) as unwrapped,
+                torch.no_grad(),
+            ):
+                new = compiled_decoder(unwrapped, "grpo").generate(
+                    ids.to(device), mask.to(device), self.max_completion_length, do_sample=True,
+                    temperature=self.temperature, top_p=self.top_p, top_k=self.top_k or None,
+                    min_new_tokens=int((self.args.generation_kwargs or {}).get("min_new_tokens", 0)),
+                    eos_token_ids=self.eos_token_ids, pad_id=pad,
+                ).cpu()
+            eos = set(self.eos_token_ids)
+            completion_ids = []
+            for row in new.tolist():  # keep up to and including the first EOS, as TRL's mask does
+                end = next((j for j, t in enumerate(row) if t in eos), None)
+                completion_ids.append(row[: end + 1] if end is not None else row)
+            type(self).rollout_seconds += time.perf_counter() - start
+            return completion_ids, None
+
+    return CompiledRolloutGRPOTrainer
+
+
 def rl_dataset(cfg: Config, section: GRPOConfig):
     from datasets import Dataset
 
@@ -108,7 +185,9 @@ def train_grpo(cfg: Config, section: GRPOConfig, stage: str, init_model) -> dict
         log_completions=False,
     )
     model, tokenizer = load_model_and_tokenizer(init_model, resolve_device(cfg.project.device), cfg.project.precision)
-    trainer = GRPOTrainer(
+    trainer_class = (compiled_rollout_trainer_class()
+                     if section.generation_backend == "hf_compiled" and not section.use_vllm else GRPOTrainer)
+    trainer = trainer_class(
         model=model,
         # parametrized rewards built with this section's values (soft_overlong_*, cosine_*, ...); each gets
         # TRL's kwargs, log_metric included (the accuracy reward logs rewards/accuracy/failures through it)
