@@ -262,6 +262,17 @@ def recover_dead_flow(previous: dict[str, Any], lock_path: Path, logger, root: P
 
 
 @task(name="dvc-stage", cache_policy=NO_CACHE, persist_result=False, retry_condition_fn=_retry_transient)
+def tag_lock_entry(client, run_id: str, project_dir: str | Path, stage: str) -> None:
+    """The stage's new dvc.lock entry (written by DVC after the stage succeeded) on its MLflow run: the hashes
+    of its deps and outs (`dvc.lock.deps`/`dvc.lock.outs`, JSON path -> md5) and of its params."""
+    entry = orch.dvc_lock_entry(project_dir, stage)
+    if entry is None:
+        return
+    for key in ("deps", "outs"):
+        client.set_tag(run_id, f"dvc.lock.{key}", json.dumps(entry[key], sort_keys=True)[:8000])
+    client.set_tag(run_id, "dvc.lock.params_sha256", entry["params_sha256"])
+
+
 def run_dvc_stage(stage: str, spec: dict[str, Any]) -> dict[str, Any]:
     """`dvc repro --single-item <stage>` in its own process group, into a fresh MLflow child run."""
     from mlflow import MlflowClient
@@ -279,6 +290,7 @@ def run_dvc_stage(stage: str, spec: dict[str, Any]) -> dict[str, Any]:
             "r1.attempt": str(attempt),
             "prefect.flow_run_id": str(flow_run.get_id() or ""),
             "prefect.task_run_id": str(task_run.get_id() or ""),
+            **({"prefect.flow_run_url": str(flow_run.get_flow_run_ui_url())} if flow_run.get_flow_run_ui_url() else {}),
         },
     )
     run_id = child.info.run_id
@@ -290,6 +302,7 @@ def run_dvc_stage(stage: str, spec: dict[str, Any]) -> dict[str, Any]:
         "MLFLOW_RUN_ID": run_id,
         "PREFECT__FLOW_RUN_ID": str(flow_run.get_id() or ""),
         "R1_PIPELINE_RUN": spec["parent_run_id"],
+        "R1_PREFECT_FLOW_RUN_URL": str(flow_run.get_flow_run_ui_url() or ""),
         **stage_proc.parent_env(),  # the stage's watchdog ends it when this process is gone
     })
     cmd = [orch.bin_path("dvc"), "repro", "--single-item", stage]
@@ -346,6 +359,7 @@ def run_dvc_stage(stage: str, spec: dict[str, Any]) -> dict[str, Any]:
         return {**result, "status": "skipped", "note": "restored from DVC run cache" if outcome == "cached" else "unchanged",
                 "run_id": None, "run_url": None}
     client.set_tag(run_id, "r1.status", "ran")
+    tag_lock_entry(client, run_id, spec["project_dir"], stage)
     client.set_terminated(run_id, "FINISHED")
     return {**result, "status": "ran"}
 

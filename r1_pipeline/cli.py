@@ -324,5 +324,37 @@ def deploy_cmd(
     raise typer.Exit(code)
 
 
+@app.command("lineage")
+def lineage_cmd(
+    ref: str = typer.Argument(..., help="A model version (name/3, name@champion, models:/...) or an MLflow run id."),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow store (default: "
+                                               "MLFLOW_TRACKING_URI, else params.yaml's project.mlflow_tracking_uri)."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per model instead of text."),
+):
+    """Print the chain from data to a registered model: data files, training runs and versions, evaluation, aliases."""
+    import json
+    import os
+
+    from mlflow import MlflowClient
+
+    from r1_pipeline import lineage
+    from r1_pipeline.registry import RegistryError
+
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        try:
+            uri = load_config("params.yaml").project.mlflow_tracking_uri
+        except (ConfigError, OSError) as exc:
+            _fail(f"no MLflow store: pass --tracking-uri or set MLFLOW_TRACKING_URI ({exc})")
+    client = MlflowClient(uri)
+    try:
+        versions = lineage.resolve(client, ref)
+    except RegistryError as exc:
+        _fail(str(exc))
+    for i, version in enumerate(versions):
+        links = lineage.lineage(client, version)
+        typer.echo(json.dumps(links) if as_json else ("\n" if i else "") + lineage.format_lineage(links))
+
+
 if __name__ == "__main__":
     app()

@@ -523,7 +523,26 @@ def _leading_comments(text: str) -> list[str]:
     return out
 
 
+def dvc_lock_entry(root: str | Path, stage: str) -> dict | None:
+    """A stage's dvc.lock entry as lineage tags: {deps: {path: md5}, outs: {path: md5}, params_sha256}; None
+    when dvc.lock has no entry for it (DVC writes the entry after the stage's command succeeded)."""
+    import hashlib
+    import json
+
+    try:
+        entry = (yaml.safe_load(Path(root, "dvc.lock").read_text()) or {}).get("stages", {}).get(stage)
+    except (OSError, yaml.YAMLError):
+        return None
+    if not isinstance(entry, dict):
+        return None
+    files = lambda items: {i["path"]: i.get("md5") or i.get("hash") or "" for i in items or [] if isinstance(i, dict)}
+    params = json.dumps(entry.get("params") or {}, sort_keys=True, default=str)
+    return {"deps": files(entry.get("deps")), "outs": files(entry.get("outs")),
+            "params_sha256": hashlib.sha256(params.encode()).hexdigest()}
+
+
 __all__ = [
+    "dvc_lock_entry",
     "ConfigError", "OrchestrationError", "UnknownStageError", "ServiceUnreachable", "StageGraph", "stage_graph",
     "parse_dag_dot", "dvc_status", "repro_outcome", "run_in_process_group", "kill_process_group", "check_mlflow",
     "check_prefect_api", "apply_param_overrides", "validate_overrides", "resolve_tracking_uri", "sha256_file",

@@ -47,6 +47,8 @@ MODEL_STAGES = ("base", "sft", "grpo", "r1_zero", "distill")
 CHAMPION = "champion"
 PRIMARY_METRIC = "pass@1"
 PYFUNC_FILE = Path(__file__).with_name("pyfunc_model.py")
+# training data of stages that do not log it themselves (the others call tracking.log_dataset)
+STAGE_DATA = {"base": (paths.CORPUS, "corpus")}
 PROMOTION_Z = 2.0  # promote only when pass@1 beats the champion by more than 2 SE of the paired difference
 PROTOCOL_KEYS = ("k", "temperature", "top_p", "max_new_tokens", "problems_sha256")
 
@@ -204,6 +206,10 @@ def log_stage_model(cfg: Config, stage: str) -> dict[str, Any] | None:
     if run is None or not folder.is_dir() or is_skipped(folder):
         return None
     client = MlflowClient()
+    if stage in STAGE_DATA:
+        from r1_pipeline.tracking import log_dataset
+
+        log_dataset(STAGE_DATA[stage][0], STAGE_DATA[stage][1], "training")
     experiment = os.environ.get("MLFLOW_EXPERIMENT_NAME") or cfg.project.mlflow_experiment
     profile = profile_name()
     name = registered_name(stage, experiment, profile)

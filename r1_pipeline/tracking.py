@@ -82,7 +82,8 @@ def provenance_tags(stage: str) -> dict[str, str]:
         "dvc.params_sha256": sha256_file("params.yaml") or "none",
         "dvc.lock_sha256": sha256_file("dvc.lock") or "none",
     }
-    for env, tag in (("PREFECT__FLOW_RUN_ID", "prefect.flow_run_id"), ("R1_PIPELINE_RUN", "r1.pipeline_run")):
+    for env, tag in (("PREFECT__FLOW_RUN_ID", "prefect.flow_run_id"), ("R1_PIPELINE_RUN", "r1.pipeline_run"),
+                     ("R1_PREFECT_FLOW_RUN_URL", "prefect.flow_run_url")):
         if os.environ.get(env):
             tags[tag] = os.environ[env]
     return tags
@@ -178,7 +179,8 @@ def log_dataset(path: str | Path, name: str, context: str) -> None:
         return
     df = pd.read_json(path, lines=True) if Path(path).stat().st_size else pd.DataFrame()
     ds = mlflow.data.from_pandas(df, source=str(Path(path).resolve()), name=name)
-    mlflow.log_input(ds, context=context)
+    # the file's own sha256 next to MLflow's digest of the table: `r1 lineage` and DVC speak of files
+    mlflow.log_input(ds, context=context, tags={"r1.sha256": sha256_file(path) or "none", "r1.path": str(path)})
 
 
 def log_table(rows: list[dict], artifact_file: str) -> None:

@@ -32,9 +32,9 @@ def run(workdir: Path, stage: str, *args: str) -> subprocess.CompletedProcess:
 def workdir(tmp_path_factory):
     wd = tmp_path_factory.mktemp("registry")
     (wd / "params.yaml").write_text("# profile: micro\n" + yaml.safe_dump(profile_dict("micro")))
-    for stage in ("data", "base", "sft"):
+    for stage in ("data", "base", "sft", "grpo"):
         run(wd, stage)
-    run(wd, "evaluate", "--set", "evaluate.models=[base,sft]")
+    run(wd, "evaluate", "--set", "evaluate.models=[base,sft,grpo]")
     return wd
 
 
@@ -152,14 +152,45 @@ def test_promotion_needs_evidence_and_is_tagged(workdir, client, monkeypatch):
 
 
 def test_unevaluated_model_is_never_promoted(workdir, client, monkeypatch):
-    from mlflow.exceptions import MlflowException
+    """The old bug: distill became champion with "pass@1 on None". A version with a benchmark entry but no
+    evaluation records is `not evaluated` and leaves the alias where it is, even with no champion at all."""
+    import mlflow
 
     from r1_pipeline import registry
 
-    # base is registered but has no evaluation in this run: promote_models skips it; a model with no version
-    # (trained with another store) is reported, not registered from the evaluate run
-    done = evaluate_with(workdir, monkeypatch, lambda n, i: True, models=("sft",))
-    assert {d["model"] for d in done} == {"sft"}
-    with pytest.raises(MlflowException):
-        client.get_model_version_by_alias(f"{EXPERIMENT}-micro-grpo", "champion")
-    assert registry.decide({"outcomes": {}}, None)["decision"] == "not evaluated"
+    monkeypatch.chdir(workdir)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", EXPERIMENT)
+    name = f"{EXPERIMENT}-micro-sft"
+    before = client.get_model_version_by_alias(name, "champion").version
+    mlflow.set_experiment(EXPERIMENT)
+    with mlflow.start_run(run_name="evaluate-test"):
+        done = registry.promote_models(load_config("params.yaml"), {"sft": {"unscored": {"k": 2}}}, [])
+    assert [(d["benchmark"], d["decision"]) for d in done] == [("unscored", "not evaluated")]
+    assert client.get_model_version_by_alias(name, "champion").version == before
+    assert "champion-unscored" not in client.get_registered_model(name).aliases
+
+
+def test_lineage_prints_data_to_registered_model(workdir, client):
+    from r1_pipeline.io import sha256_file
+
+    name = f"{EXPERIMENT}-micro-grpo"
+    proc = subprocess.run([str(Path(sys.executable).with_name("r1")), "lineage", f"{name}@champion"], cwd=workdir,
+                          env={**stage_env()}, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+    kinds = [ln.split()[0] for ln in lines]
+    assert kinds == ["data", "base", "data", "sft", "data", "grpo", "eval", "model"], proc.stdout
+    corpus, cold, rl = (sha256_file(workdir / "outputs/data" / f) for f in ("corpus.jsonl", "cold_start.jsonl",
+                                                                           "rl_train.jsonl"))
+    assert corpus[:12] in lines[0] and cold[:12] in lines[2] and rl[:12] in lines[4]
+    grpo_run = stage_run(client, "grpo").info.run_id
+    assert f"{name}/1" in lines[5] and grpo_run in lines[5] and f"{EXPERIMENT}-micro-sft/1" in lines[3]
+    assert stage_run(client, "evaluate").info.run_id in lines[6] and "pass@1" in lines[6]
+    assert "champion" in lines[7] and "promoted" in lines[7]
+    # a training run id names the same chain; an unknown reference is one clear line, exit 2
+    by_run = subprocess.run([str(Path(sys.executable).with_name("r1")), "lineage", grpo_run], cwd=workdir,
+                            env=stage_env(), capture_output=True, text=True, timeout=120)
+    assert by_run.stdout.splitlines()[-2:] == proc.stdout.splitlines()[-2:]
+    bad = subprocess.run([str(Path(sys.executable).with_name("r1")), "lineage", f"{name}/99"], cwd=workdir,
+                         env=stage_env(), capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: ") and len(bad.stderr.strip().splitlines()) == 1
