@@ -17,6 +17,7 @@ from r1_pipeline.modeling import load_model_and_tokenizer, resolve_device
 from r1_pipeline.rewards import reward_funcs
 from r1_pipeline.stage import require, require_package
 from r1_pipeline import checkpoints
+from r1_pipeline.cost import CostCallback, instrument_grpo
 from r1_pipeline.training import save_trainer_final, trainer_kwargs, write_log_history
 
 
@@ -198,6 +199,9 @@ def train_grpo(cfg: Config, section: GRPOConfig, stage: str, init_model) -> dict
         processing_class=tokenizer,
         callbacks=[CompletionTableCallback(recorder, stage, section.log_completions_steps, section.num_completions_to_log)],
     )
+    cost = CostCallback(stage)  # cost/* metrics and a cost row in the train log (r1_pipeline/cost.py)
+    trainer.add_callback(cost)
+    instrument_grpo(trainer, cost)
     checkpoints.train(trainer, stage, checkpoints.resume_key(cfg, stage, section, paths.RL_TRAIN, init_model))
     write_log_history(trainer, stage)
     save_trainer_final(trainer, tokenizer, stage, {"source": stage, "init": str(init_model)})

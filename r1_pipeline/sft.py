@@ -5,6 +5,7 @@ from __future__ import annotations
 from r1_pipeline.chat import format_completion, prompt_messages
 from r1_pipeline.config import Config, TrainerConfig
 from r1_pipeline import checkpoints
+from r1_pipeline.cost import CostCallback
 from r1_pipeline.training import trainer_kwargs, write_log_history
 
 
@@ -37,6 +38,7 @@ def train_sft(model, tokenizer, records: list[dict], tc: TrainerConfig, cfg: Con
     args.packing = False  # TRL's packing is padding-free (one flattened sequence per batch); see pack_in_rows
     tokenizer.padding_side = "right"
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(records), processing_class=tokenizer)
+    trainer.add_callback(CostCallback(stage))  # cost/* metrics and a cost row in the train log (r1_pipeline/cost.py)
     if packing:
         trainer.train_dataset = packed_rows_dataset(trainer.train_dataset, max_length)
         trainer.data_collator = packed_rows_collator(tokenizer.pad_token_id)

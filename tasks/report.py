@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt
 
 from r1_pipeline import paths, tracking
 from r1_pipeline.config import Config
+from r1_pipeline.cost import cost_table
 from r1_pipeline.io import atomic_path, read_jsonl, write_text
 from r1_pipeline.metrics import habit_breakdown, paired_difference
 from r1_pipeline.stage import main_for, require
@@ -134,6 +135,7 @@ def markdown(cfg: Config, metrics: dict, curves: dict, rejection: dict, timings:
         lines += ["", "## Stage times", "", "| stage | seconds |", "|---|---|"]
         lines += [f"| {s} | {t:.1f} |" for s, t in timings.items()]
         lines.append(f"| total | {sum(timings.values()):.1f} |")
+    lines += cost_table(STAGE_ORDER)  # r1_pipeline/cost.py: the stages' cost rows (empty without any)
     return "\n".join(lines) + "\n"
 
 
