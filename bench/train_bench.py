@@ -457,9 +457,18 @@ SFT_VARIANTS = [
     ("bare", "bare TRL (SFTTrainer defaults, padded)", "bare", {}, "main"),
     ("bare_packing", "bare TRL + packing (bfd, padding-free)", "bare", {"packing": True}, "main"),
     ("bare_liger", "bare TRL + Liger kernels", "bare", {"use_liger_kernel": True}, "liger"),
+    # fair baselines (issue 16): the same memory setting both ways, and the best bare setting a user would pick
+    ("bare_nogc", "bare TRL, gradient_checkpointing off (our memory setting)", "bare",
+     {"gradient_checkpointing": False}, "main"),
+    ("bare_best", "bare TRL best: packing + Liger, gradient_checkpointing off", "bare",
+     {"packing": True, "use_liger_kernel": True, "gradient_checkpointing": False}, "liger"),
     ("ours", "ours (stage SFTConfig, as configured)", "ours", {}, "main"),
+    ("ours_gc", "ours + gradient_checkpointing on (TRL's memory setting)", "ours", {"gradient_checkpointing": True},
+     "main"),
     ("ours_packing", "ours + packing (bfd, padding-free)", "ours", {"packing": True}, "main"),
     ("ours_rows", "ours + packing in rows (sft.packing: true)", "ours", {"packed_rows": True}, "main"),
+    ("ours_rows_flex", "ours + packing in rows + flex_attention document mask (sft.packed_attention)", "ours",
+     {"packed_rows": True, "attn": "flex_attention"}, "main"),
     ("ours_rows_liger", "ours + packing in rows + Liger", "ours", {"packed_rows": True, "use_liger_kernel": True},
      "liger"),
     ("ours_flash", "ours + packing + flash_attention_2", "ours", {"packing": True, "attn": "flash_attention_2"},
@@ -475,6 +484,8 @@ SFT_VARIANTS = [
 def sft_na(key: str, changes: dict, mode: str) -> str | None:
     if changes.get("use_liger_kernel") and not has_module("liger_kernel"):
         return "n/a (liger-kernel not installed)"
+    if changes.get("attn") == "flex_attention" and mode != "gpu":
+        return "n/a on CPU (flex attention has no CPU backward)"
     if changes.get("attn") == "flash_attention_2" and not has_module("flash_attn"):
         return "n/a (flash-attn not installed)"
     if changes.get("deepspeed") and not has_module("deepspeed"):
@@ -510,7 +521,7 @@ def run_sft(bench: Bench, key: str, kind: str, changes: dict, seq_len: int) -> d
         # as r1_pipeline.sft.train_sft adds them
         kwargs.update(max_length=seq_len, completion_only_loss=sec.completion_only_loss, packing=sec.packing)
         kwargs.update(common)
-    for name in ("packing", "use_liger_kernel", "torch_compile"):
+    for name in ("packing", "use_liger_kernel", "torch_compile", "gradient_checkpointing"):
         if name in changes:
             kwargs[name] = changes[name]
     if changes.get("pad_full"):
@@ -1153,9 +1164,10 @@ def row_result(bench: Bench, section: str, key: str, label: str, fn: Callable[[]
 
 
 def sft_rows(bench: Bench, group: str) -> None:
+    wanted = set(bench.args.rows.split(",")) if bench.args.rows else None
     for seq in bench.sizes.seq_lens:
         for key, label, kind, changes, g in SFT_VARIANTS:
-            if g != group:
+            if g != group or (wanted is not None and key not in wanted):
                 continue
             if key == "ours_compile" and seq not in bench.sizes.compile_seq_lens:
                 continue
@@ -1218,6 +1230,9 @@ def child_command(bench: Bench, group: str, result_file: Path) -> list[str]:
         script.append("--quick")
     if bench.args.threads:
         script += ["--threads", str(bench.args.threads)]
+    for flag, value in (("--rows", bench.args.rows), ("--seq-lens", bench.args.seq_lens)):
+        if value:
+            script += [flag, value]
     if group != "zero2":
         return [sys.executable, *script]
     # As r1_pipeline.stage.launch_command starts a DeepSpeed stage: accelerate launch, one process.
@@ -1228,8 +1243,11 @@ def child_command(bench: Bench, group: str, result_file: Path) -> list[str]:
 
 def child_rows(bench: Bench, group: str) -> list[tuple]:
     rows = []
+    wanted = set(bench.args.rows.split(",")) if bench.args.rows else None
     for seq in bench.sizes.seq_lens:
         for key, label, kind, changes, g in SFT_VARIANTS:
+            if wanted is not None and key not in wanted:
+                continue
             if g == group and not (key == "ours_compile" and seq not in bench.sizes.compile_seq_lens):
                 rows.append((key, label, seq, changes))
     return rows
@@ -1384,9 +1402,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sections", default="sft,grpo,reward,liger,zero2,compile",
                    help="comma-separated subset of sft,grpo,rollout,reward (in this process, in that order) and "
                    "liger,zero2,compile (SFT rows in child processes, after them)")
-    p.add_argument("--rows", help="rollout section: only these row keys (comma-separated; r_ours_hf, r_bare_same, "
-                   "r_ours_compiled, gen_dynamic, gen_compiled, gen_static_nocompile, gen_static, backend_hf, "
-                   "backend_hf_compiled)")
+    p.add_argument("--rows", help="sft (main group) and rollout sections: only these row keys (comma-separated; "
+                   "SFT: the keys of SFT_VARIANTS; rollout: r_ours_hf, r_bare_same, r_ours_compiled, gen_dynamic, "
+                   "gen_compiled, gen_static_nocompile, gen_static, backend_hf, backend_hf_compiled)")
+    p.add_argument("--seq-lens", help="SFT sequence lengths (comma-separated; default: the mode's, 1024,4096 on GPU)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own choice); on a loaded CPU "
                    "1 thread avoids OpenMP spin-waits against other processes")
     p.add_argument("--append", action="store_true", help="keep the rows of an earlier results.json in --out "
@@ -1405,6 +1424,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     sizes = SIZES["quick" if args.quick else args.mode]
+    if args.seq_lens:
+        sizes = dataclasses.replace(sizes, seq_lens=[int(x) for x in args.seq_lens.split(",")])
     if args.threads:
         import torch
 

@@ -304,6 +304,11 @@ class SFTConfig(TrainerConfig):
     max_length: int = Field(128, ge=8, description="Truncate conversations to this many tokens.")
     completion_only_loss: bool = Field(True, description="Loss on the assistant turn only, not the prompt.")
     packing: bool = Field(False, description="Pack several conversations into each row of max_length (best-fit-decreasing, per-document positions, no cross-document attention); faster when lengths vary.")
+    packed_attention: Literal["sdpa", "flex_attention"] = Field(
+        "sdpa", description="Attention kernel for packing in rows: `sdpa` over a materialized block-diagonal mask "
+        "(cost ~ rows x max_length^2), or `flex_attention` with a document BlockMask that skips the masked blocks "
+        "(long rows, 4k-32k); flex's backward needs a GPU, so on CPU it falls back to sdpa with a warning."
+    )
 
 
 class GRPOConfig(TrainerConfig):

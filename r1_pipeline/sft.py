@@ -39,17 +39,37 @@ def train_sft(model, tokenizer, records: list[dict], tc: TrainerConfig, cfg: Con
     tokenizer.padding_side = "right"
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(records), processing_class=tokenizer)
     trainer.add_callback(CostCallback(stage))  # cost/* metrics and a cost row in the train log (r1_pipeline/cost.py)
+    attention = model.config._attn_implementation
     if packing:
         trainer.train_dataset = packed_rows_dataset(trainer.train_dataset, max_length)
         trainer.data_collator = packed_rows_collator(tokenizer.pad_token_id)
         # with a KV cache in the forward pass transformers skips packed-sequence detection, and documents in one
         # row would attend to each other (tests/unit/test_core.py checks the logits)
         model.config.use_cache = False
+        kernel = packed_attention_kernel(getattr(tc, "packed_attention", "sdpa"), model.device.type, stage)
+        if kernel != attention:
+            model.set_attn_implementation(kernel)
     checkpoints.train(trainer, stage, resume_key)
+    if model.config._attn_implementation != attention:
+        model.set_attn_implementation(attention)  # the saved model generates with its usual kernel
     model.config.use_cache = True  # generation (and the saved config) wants it back
     tokenizer.padding_side = "left"
     write_log_history(trainer, stage)
     return trainer
+
+
+def packed_attention_kernel(name: str, device_type: str, stage: str) -> str:
+    """The attention implementation packing in rows trains with. `flex_attention`: transformers builds a
+    BlockMask per row from the per-document position_ids (a document mask), and flex attention skips the
+    blocks it masks, so a row of many short documents costs far less than max_length^2. Its backward has no
+    CPU kernel: there the stage warns and keeps sdpa (tests/unit/test_packed_attention.py checks the loss)."""
+    if name == "flex_attention" and device_type != "cuda":
+        import warnings
+
+        warnings.warn(f"{stage}.packed_attention flex_attention needs a CUDA device for its backward pass; "
+                      f"training on {device_type} with sdpa (the same loss, a materialized mask)")
+        return "sdpa"
+    return name
 
 
 def packed_rows_dataset(dataset, max_length: int):
