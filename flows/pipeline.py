@@ -48,6 +48,7 @@ from prefect.tasks import exponential_backoff
 from r1_pipeline import orchestration as orch
 from r1_pipeline import stage as stage_proc
 from r1_pipeline.config import ConfigError, load_config
+from r1_pipeline.tracking import set_experiment_kind
 
 FLOW_NAME = "r1-pipeline"
 DEFAULT_TIMEOUT_S = 6 * 3600.0
@@ -83,7 +84,12 @@ def _retry_transient(task, task_run, state) -> bool:  # noqa: ARG001 (Prefect's 
 
 
 def mlflow_run_url(ui_base: str, experiment_id: str, run_id: str) -> str:
-    return f"{ui_base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+    # MLflow 3.17's UI picks its GenAI or model-training view from a user-wide switch (browser storage, GenAI
+    # by default) or from this query parameter; the experiment's kind tag counts only without the switch.
+    return f"{ui_base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}?{UI_TRAINING_VIEW}"
+
+
+UI_TRAINING_VIEW = "workflowType=machine_learning"
 
 
 def mlflow_ui_base(tracking_uri: str) -> str:
@@ -101,19 +107,18 @@ def _slug(text: str) -> str:
 
 
 def workspace_limit_name(root: Path) -> str:
-    """`r1-workspace-<host>-<hash of the checkout path>`: one pipeline at a time per checkout (DVC outputs,
-    params.yaml and dvc.lock are shared state), while other checkouts (other users, other pods) run freely."""
-    import hashlib
-    import socket
-
-    return f"r1-workspace-{_slug(socket.gethostname())}-{hashlib.sha1(str(root).encode()).hexdigest()[:8]}"
+    """The one-pipeline-at-a-time limit: `r1-workspace-<key>` (orchestration.workspace_key: $R1_WORKSPACE_KEY,
+    else the shared DVC remote, else this host and checkout path). Pods that clone the repository and share
+    one DVC remote share one slot: their outputs and dvc.lock meet in that remote and in git."""
+    return f"r1-workspace-{_slug(orch.workspace_key(root))}"
 
 
 def gpu_limit_name() -> str:
-    """`r1-gpu-<host>`: the GPUs of one machine; set its limit to the GPU count (`prefect gcl update`)."""
+    """`r1-gpu-<pool>`: $R1_GPU_POOL (the k8s-gpu deployment sets it, so every pod draws on one budget of
+    cluster GPUs), else this host's GPUs. Set its limit to the GPU count (`prefect gcl update`)."""
     import socket
 
-    return f"r1-gpu-{_slug(socket.gethostname())}"
+    return f"r1-gpu-{_slug(os.environ.get('R1_GPU_POOL') or socket.gethostname())}"
 
 
 def ensure_concurrency_limit(name: str, limit: int, at_least: int | None = None) -> int:
@@ -261,7 +266,6 @@ def recover_dead_flow(previous: dict[str, Any], lock_path: Path, logger, root: P
 # ------------------------------------------------------------------------------------------------ the task
 
 
-@task(name="dvc-stage", cache_policy=NO_CACHE, persist_result=False, retry_condition_fn=_retry_transient)
 def tag_lock_entry(client, run_id: str, project_dir: str | Path, stage: str) -> None:
     """The stage's new dvc.lock entry (written by DVC after the stage succeeded) on its MLflow run: the hashes
     of its deps and outs (`dvc.lock.deps`/`dvc.lock.outs`, JSON path -> md5) and of its params."""
@@ -273,6 +277,7 @@ def tag_lock_entry(client, run_id: str, project_dir: str | Path, stage: str) -> 
     client.set_tag(run_id, "dvc.lock.params_sha256", entry["params_sha256"])
 
 
+@task(name="dvc-stage", cache_policy=NO_CACHE, persist_result=False, retry_condition_fn=_retry_transient)
 def run_dvc_stage(stage: str, spec: dict[str, Any]) -> dict[str, Any]:
     """`dvc repro --single-item <stage>` in its own process group, into a fresh MLflow child run."""
     from mlflow import MlflowClient
@@ -365,6 +370,20 @@ def run_dvc_stage(stage: str, spec: dict[str, Any]) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------ the flow
+
+
+def attach_report(client, parent_id: str, root: Path, results: list[dict[str, Any]]) -> None:
+    """The report stage's output on the parent run, where a user lands first: its files as artifacts
+    (`report/`) and report.md as the run's description (MLflow shows `mlflow.note.content` on the run page)."""
+    if not any(r["stage"] == "report" and r["status"] == "ran" for r in results):
+        return
+    folder = root / "outputs" / "report"
+    if not folder.is_dir():
+        return
+    client.log_artifacts(parent_id, str(folder), "report")
+    md = folder / "report.md"
+    if md.is_file():
+        client.set_tag(parent_id, "mlflow.note.content", md.read_text()[:60000])
 
 
 def results_markdown(results: list[dict[str, Any]], parent_url: str | None) -> str:
@@ -493,6 +512,7 @@ def _run_locked(root, graph, selected, overrides, gpu_slots, timeouts, default_t
     else:
         # A local store: artifacts next to it in the project (./mlruns), whatever this process's cwd is.
         experiment_id = client.create_experiment(experiment, artifact_location=(root / "mlruns" / experiment).as_uri())
+    set_experiment_kind(client, experiment_id)  # MLflow 3's UI: the training view, not the GenAI one
     flow_run_id = str(flow_run.get_id() or "")
     ui_base = mlflow_ui_base(tracking_uri)
     profile = orch.params_profile(params_path) or "custom"
@@ -590,6 +610,7 @@ def _run_locked(root, graph, selected, overrides, gpu_slots, timeouts, default_t
             for path in (params_path, root / "dvc.lock"):
                 if path.exists():
                     client.log_artifact(parent_id, str(path))
+            attach_report(client, parent_id, root, results)
             client.set_terminated(parent_id, final_status)
             create_markdown_artifact(results_markdown(results, parent_url), key="r1-stage-results",
                                      description="Per-stage status, time and MLflow child run.")

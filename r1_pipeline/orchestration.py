@@ -523,6 +523,36 @@ def _leading_comments(text: str) -> list[str]:
     return out
 
 
+def dvc_default_remote(root: str | Path) -> str | None:
+    """The URL of the checkout's default DVC remote (`.dvc/config`, `.dvc/config.local` wins), None if none."""
+    import configparser
+
+    cfg = configparser.ConfigParser()
+    cfg.read([Path(root, ".dvc", "config"), Path(root, ".dvc", "config.local")])
+    name = cfg.get("core", "remote", fallback=None)
+    if not name:
+        return None
+    for section in (f"'remote \"{name}\"'", f'remote "{name}"'):  # DVC writes ['remote "name"']
+        if cfg.has_option(section, "url"):
+            return cfg.get(section, "url")
+    return None
+
+
+def workspace_key(root: str | Path) -> str:
+    """What "one pipeline run at a time" is about: $R1_WORKSPACE_KEY when set; else the default DVC remote when
+    it is shared storage (a URL with a scheme: s3://, gs://, ...): every checkout and pod that pushes there; else
+    this host and the checkout's path (a local remote belongs to this checkout)."""
+    import hashlib
+    import socket
+
+    if os.environ.get("R1_WORKSPACE_KEY"):
+        return os.environ["R1_WORKSPACE_KEY"]
+    remote = dvc_default_remote(root)
+    if remote and re.match(r"^[a-z][a-z0-9+.-]*://", remote) and not remote.startswith("file://"):
+        return "remote-" + hashlib.sha1(remote.rstrip("/").encode()).hexdigest()[:8]
+    return f"{socket.gethostname()}-{hashlib.sha1(str(Path(root).resolve()).encode()).hexdigest()[:8]}"
+
+
 def dvc_lock_entry(root: str | Path, stage: str) -> dict | None:
     """A stage's dvc.lock entry as lineage tags: {deps: {path: md5}, outs: {path: md5}, params_sha256}; None
     when dvc.lock has no entry for it (DVC writes the entry after the stage's command succeeded)."""
@@ -542,7 +572,7 @@ def dvc_lock_entry(root: str | Path, stage: str) -> dict | None:
 
 
 __all__ = [
-    "dvc_lock_entry",
+    "dvc_lock_entry", "dvc_default_remote", "workspace_key",
     "ConfigError", "OrchestrationError", "UnknownStageError", "ServiceUnreachable", "StageGraph", "stage_graph",
     "parse_dag_dot", "dvc_status", "repro_outcome", "run_in_process_group", "kill_process_group", "check_mlflow",
     "check_prefect_api", "apply_param_overrides", "validate_overrides", "resolve_tracking_uri", "sha256_file",

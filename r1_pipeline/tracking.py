@@ -53,7 +53,20 @@ def configure(cfg: Config) -> None:
             mlflow.create_experiment(name, artifact_location=artifacts.as_uri())
         except mlflow.exceptions.MlflowException:
             pass  # another stage process created it first
-    mlflow.set_experiment(name)
+    set_experiment_kind(mlflow.MlflowClient(), mlflow.set_experiment(name).experiment_id)
+
+
+EXPERIMENT_KIND_TAG, TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
+
+
+def set_experiment_kind(client, experiment_id: str) -> None:
+    """Mark the experiment as model training, so MLflow 3's UI opens its runs table and charts rather than the
+    GenAI view (traces, sessions). A kind someone chose in the UI is left alone."""
+    try:
+        if EXPERIMENT_KIND_TAG not in client.get_experiment(experiment_id).tags:
+            client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, TRAINING_KIND)
+    except Exception as exc:  # noqa: BLE001 (a UI hint must never stop a stage)
+        print(f"warning: MLflow: could not set the experiment kind: {exc}", flush=True)
 
 
 def git_commit() -> str | None:

@@ -79,3 +79,34 @@ def test_stage_run_page_shows_its_params_and_metrics(pipeline_runs, tmp_path):
     text = browse(f"{uri}/#/experiments/{exp_id}/runs/{children['grpo']}", tmp_path / "profile")
     assert "grpo_seconds" in text and "16.9" in text, text[:3000]
     assert "grpo.marker" in text and f"ui-{tag}" in text, text[:3000]
+
+
+def test_experiment_opens_in_the_training_view(pipeline_runs, tmp_path):
+    """The experiment kind the stages and the flow set (tracking.set_experiment_kind): MLflow 3 opens the
+    experiment on its runs table, with the stage runs, not on the GenAI traces view; a kind chosen by someone
+    else is left alone."""
+    from mlflow import MlflowClient
+
+    from flows.pipeline import UI_TRAINING_VIEW, mlflow_run_url
+    from r1_pipeline.tracking import EXPERIMENT_KIND_TAG, TRAINING_KIND, set_experiment_kind
+
+    uri, exp_id, parent_id, _, tag = pipeline_runs
+    client = MlflowClient(uri)
+    set_experiment_kind(client, exp_id)
+    assert client.get_experiment(exp_id).tags[EXPERIMENT_KIND_TAG] == TRAINING_KIND
+    # MLflow 3.17 chooses the view by a user-wide switch (GenAI by default) unless the link says otherwise:
+    # the flow's links (mlflow_run_url) carry the training view's query parameter
+    genai = browse(f"{uri}/#/experiments/{exp_id}", tmp_path / "profile")
+    assert f"pipeline ui-{tag}" not in genai and "Traces" in genai, genai[:3000]
+    link = mlflow_run_url(uri, exp_id, parent_id)
+    assert link.endswith(UI_TRAINING_VIEW)
+    text = browse(f"{uri}/#/experiments/{exp_id}/runs?{UI_TRAINING_VIEW}", tmp_path / "profile2")
+    assert f"pipeline ui-{tag}" in text and "matching runs" in text, text[:3000]
+    shot = tmp_path / "mlflow-experiment.png"
+    browse(f"{uri}/#/experiments/{exp_id}/runs?{UI_TRAINING_VIEW}", tmp_path / "profile2", screenshot=shot)
+    assert shot.stat().st_size > 10_000
+    run_page = browse(link, tmp_path / "profile3")
+    assert "Overview" in run_page and "r1.pipeline" in run_page, run_page[:3000]
+    other = client.create_experiment(f"r1-ui-genai-{tag}", tags={EXPERIMENT_KIND_TAG: "genai_development"})
+    set_experiment_kind(client, other)
+    assert client.get_experiment(other).tags[EXPERIMENT_KIND_TAG] == "genai_development"
