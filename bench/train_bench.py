@@ -1230,9 +1230,10 @@ def child_command(bench: Bench, group: str, result_file: Path) -> list[str]:
         script.append("--quick")
     if bench.args.threads:
         script += ["--threads", str(bench.args.threads)]
-    for flag, value in (("--rows", bench.args.rows), ("--seq-lens", bench.args.seq_lens)):
+    for flag, value in (("--rows", bench.args.rows), ("--seq-lens", bench.args.seq_lens),
+                        ("--max-step-s", bench.args.max_step_s)):
         if value:
-            script += [flag, value]
+            script += [flag, str(value)]
     if group != "zero2":
         return [sys.executable, *script]
     # As r1_pipeline.stage.launch_command starts a DeepSpeed stage: accelerate launch, one process.
@@ -1405,6 +1406,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rows", help="sft (main group) and rollout sections: only these row keys (comma-separated; "
                    "SFT: the keys of SFT_VARIANTS; rollout: r_ours_hf, r_bare_same, r_ours_compiled, gen_dynamic, "
                    "gen_compiled, gen_static_nocompile, gen_static, backend_hf, backend_hf_compiled)")
+    p.add_argument("--max-step-s", type=float, help="stop a row whose step takes longer (default: the mode's, 45 s "
+                   "on GPU; a first step that compiles flex attention at 4k took 65 s)")
     p.add_argument("--seq-lens", help="SFT sequence lengths (comma-separated; default: the mode's, 1024,4096 on GPU)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own choice); on a loaded CPU "
                    "1 thread avoids OpenMP spin-waits against other processes")
@@ -1426,6 +1429,8 @@ def main(argv: list[str] | None = None) -> int:
     sizes = SIZES["quick" if args.quick else args.mode]
     if args.seq_lens:
         sizes = dataclasses.replace(sizes, seq_lens=[int(x) for x in args.seq_lens.split(",")])
+    if args.max_step_s:
+        sizes = dataclasses.replace(sizes, max_step_s=args.max_step_s)
     if args.threads:
         import torch
 
