@@ -313,8 +313,9 @@ class SFTConfig(TrainerConfig):
 
 class GRPOConfig(TrainerConfig):
     learning_rate: float = Field(
-        1e-4, gt=0, description="Peak learning rate. On the tiny profile 3e-5 gave GRPO +11 to +25 points over SFT "
-        "depending on the thread count, 1e-4 +23 (docs/architecture.md); above 1e-4 collapsed a tiny model.",
+        3e-5, gt=0, description="Peak learning rate. On the tiny profile 1e-4 gave GRPO -14 to +23 points over "
+        "its SFT start by seed, thread count and cold start, 3e-5 +11 and +25 on the two runs measured "
+        "(docs/architecture.md); above 1e-4 collapsed a tiny model.",
     )
     lr_scheduler_type: str = Field("constant_with_warmup", description="transformers scheduler name.")
     max_steps: int = Field(60, ge=1, description="GRPO optimizer steps.")
@@ -441,10 +442,6 @@ class GRPOConfig(TrainerConfig):
 
 class R1ZeroConfig(GRPOConfig):
     enabled: bool = Field(True, description="Run the R1-Zero experiment: GRPO straight on the base model.")
-    learning_rate: float = Field(
-        3e-5, gt=0, description="Peak learning rate; from the base the tiny profile's reward and length rise at "
-        "3e-5 already (docs/architecture.md).",
-    )
 
 
 class RejectionConfig(Section):

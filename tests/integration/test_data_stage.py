@@ -59,7 +59,7 @@ def test_tiny_profile_outputs_stats_and_determinism(tmp_path):
     stats = json.loads(files[f"{DATA}/stats.json"])
     assert stats["counts"] == {"rl_train": 2850, "rl_val": 150, "cold_start": 256, "corpus": 2000,
                                "eval.arith_heldout": 200}
-    assert stats["corpus"]["style.scratchpad"] == 700 and stats["corpus"]["error_documents"] == 200
+    assert stats["corpus"]["style.scratchpad"] == 1000 and stats["corpus"]["error_documents"] == 200
     train = rows(tmp_path / DATA / "rl_train.jsonl")
     val = rows(tmp_path / DATA / "rl_val.jsonl")
     held = rows(tmp_path / DATA / "eval" / "arith_heldout.jsonl")

@@ -56,10 +56,10 @@ def test_base_trains_tokenizer_and_model_from_scratch(workdir):
     from r1_pipeline.modeling import load_tokenizer
 
     tok = load_tokenizer(out)
-    # digits are single tokens; tags are atomic and survive decoding
+    # digits and signed operands are single tokens; tags are atomic and survive decoding
     ids = tok("<think>\n123+45=168\n</think>", add_special_tokens=False)["input_ids"]
     pieces = tok.convert_ids_to_tokens(ids)
-    assert "<think>" in pieces and "</think>" in pieces
+    assert "<think>" in pieces and "</think>" in pieces and "+4" in pieces
     assert all(len(p) == 1 for p in pieces if p.isdigit())
     assert tok.decode(ids, skip_special_tokens=True) == "<think>\n123+45=168\n</think>"
     chat = tok.apply_chat_template([{"role": "user", "content": "1+2"}], tokenize=False, add_generation_prompt=True)
@@ -80,6 +80,9 @@ def test_grpo_uses_reward_registry_and_logs_completion_tables(workdir):
     log = [r for r in read_jsonl(workdir / "outputs/logs/grpo.jsonl") if "reward" in r]
     assert len(log) == 3
     assert {"rewards/accuracy/mean", "rewards/format/mean", "completions/mean_length"} <= set(log[0])
+    # the micro base partly solves its task: rewards vary, so the steps ran a real gradient
+    assert any(r["rewards/accuracy/mean"] > 0 for r in log) and any(r["reward_std"] > 0 for r in log)
+    assert any(r["grad_norm"] > 0 for r in read_jsonl(workdir / "outputs/logs/grpo.jsonl") if "grad_norm" in r)
     import mlflow
 
     run_ = mlflow.search_runs(experiment_names=["r1-pipeline"], filter_string="tags.`r1.stage` = 'grpo'",
