@@ -433,6 +433,7 @@ def r1_pipeline(
     project_dir: str | None = None,
     workspace_limit: str | None = None,
     gpu_limit: str | None = None,
+    dvc_remote: str | None = None,
 ) -> list[dict[str, Any]]:
     """Run the DVC pipeline stage by stage.
 
@@ -451,6 +452,9 @@ def r1_pipeline(
             (default `r1-workspace-<host>-<hash of the checkout path>`).
         gpu_limit: name of the GPU-slots limit (default `r1-gpu-<host>`; created with as many slots as the
             largest gpu_slots value when missing: set it to the GPU count with `prefect gcl update`).
+        dvc_remote: an S3-compatible DVC remote (`s3://bucket/path`; default `$R1_DVC_REMOTE_URL`, endpoint
+            `$R1_DVC_REMOTE_ENDPOINT_URL`) shared by every clone: the run cache and outputs are pulled from it
+            before the stages and each stage that ran is pushed right after, so a pod's results outlive it.
     """
     logger = get_run_logger()
     started = time.time()
@@ -474,7 +478,12 @@ def r1_pipeline(
     for key, value in orch.fail_fast_mlflow_client_env().items():
         os.environ.setdefault(key, value)
     experiment = os.environ.get("MLFLOW_EXPERIMENT_NAME") or cfg.project.mlflow_experiment
-    workspace_limit = workspace_limit or workspace_limit_name(root)
+    # a `{{ $VAR }}` that was unset when the deployment was made reaches the pod as written: not a value
+    given = lambda v: v if v and not v.startswith("{{") else None  # noqa: E731
+    dvc_remote = given(dvc_remote) or given(os.environ.get("R1_DVC_REMOTE_URL"))
+    if dvc_remote:
+        orch.configure_shared_remote(root, dvc_remote, given(os.environ.get("R1_DVC_REMOTE_ENDPOINT_URL")))
+    workspace_limit = workspace_limit or workspace_limit_name(root)  # after the remote: it may be the key
     gpu_limit = gpu_limit or gpu_limit_name()
     ensure_concurrency_limit(workspace_limit, 1)
     if any(gpu_slots.get(s, 0) > 0 for s in selected):
@@ -486,12 +495,12 @@ def r1_pipeline(
     with hold_workspace(root, workspace_limit, workspace_wait_s, logger) as lock:
         return _run_locked(root, graph, selected, overrides, gpu_slots, timeouts, default_timeout_s, retries,
                            retry_delay_s, kill_grace_s, tracking_uri, experiment, params_path, started, gpu_limit,
-                           lock)
+                           lock, sync=bool(dvc_remote))
 
 
 def _run_locked(root, graph, selected, overrides, gpu_slots, timeouts, default_timeout_s, retries, retry_delay_s,
                 kill_grace_s, tracking_uri, experiment, params_path, started, gpu_limit,
-                lock) -> list[dict[str, Any]]:
+                lock, sync: bool = False) -> list[dict[str, Any]]:
     from mlflow import MlflowClient
     from prefect.runtime import flow_run
 
@@ -561,6 +570,9 @@ def _run_locked(root, graph, selected, overrides, gpu_slots, timeouts, default_t
     logger.info("MLflow parent run: %s", parent_url)
 
     # 4. The stages. Up to date at the start and no direct upstream ran: skipped without calling DVC.
+    if sync:  # a fresh clone: what other clones computed comes back as DVC's run cache and outputs
+        logger.info("dvc pull --run-cache from %s", orch.dvc_default_remote(root))
+        logger.info("%s", orch.dvc_sync(root, "pull").strip()[-2000:])
     status = orch.dvc_status(root)
     results: list[dict[str, Any]] = []
     ran: set[str] = set()
@@ -595,6 +607,9 @@ def _run_locked(root, graph, selected, overrides, gpu_slots, timeouts, default_t
             results.append(res)
             if res["status"] == "ran":
                 ran.add(stage)
+                if sync:  # at once, so a pod killed later keeps what it finished
+                    orch.dvc_sync(root, "push", [stage])
+                    logger.info("%s: pushed outputs and run cache to the shared remote", stage)
         final_status = "FAILED" if failure else "FINISHED"
     except BaseException:
         final_status = "KILLED"

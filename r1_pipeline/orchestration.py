@@ -553,6 +553,39 @@ def workspace_key(root: str | Path) -> str:
     return f"{socket.gethostname()}-{hashlib.sha1(str(Path(root).resolve()).encode()).hexdigest()[:8]}"
 
 
+SHARED_REMOTE = "r1-shared"
+
+
+def configure_shared_remote(root: str | Path, url: str, endpoint_url: str | None = None) -> str:
+    """Make `url` (s3://bucket/path on any S3-compatible store) the checkout's default DVC remote, in
+    `.dvc/config.local` (a pod's clone keeps the committed config untouched); returns the remote's name."""
+    dvc = bin_path("dvc")
+    cmds = [[dvc, "remote", "add", "--local", "-d", "-f", SHARED_REMOTE, url]]
+    if endpoint_url:
+        cmds.append([dvc, "remote", "modify", "--local", SHARED_REMOTE, "endpointurl", endpoint_url])
+    for cmd in cmds:
+        out = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=60)
+        if out.returncode != 0:
+            raise OrchestrationError(f"{' '.join(cmd[1:])} failed: {(out.stderr or out.stdout).strip()}")
+    return SHARED_REMOTE
+
+
+def dvc_sync(root: str | Path, action: str, targets: Iterable[str] = (), timeout: float = 3600) -> str:
+    """`dvc pull|push --run-cache` with the shared remote: the run cache (what each stage's command produced
+    from which inputs) travels with the outputs, so a fresh clone restores every stage whose inputs match
+    without running it and without a committed dvc.lock. Returns DVC's output; OrchestrationError on failure."""
+    if action not in ("pull", "push"):
+        raise ValueError(f"action must be pull or push, not {action!r}")
+    cmd = [bin_path("dvc"), action, "--run-cache", "-r", SHARED_REMOTE, *targets]
+    if action == "pull":
+        cmd.insert(3, "--allow-missing")  # a first run finds an empty remote
+    out = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=timeout)
+    if out.returncode != 0:
+        raise OrchestrationError(f"{' '.join(cmd[1:])} failed (exit {out.returncode}): "
+                                 f"{(out.stderr or out.stdout).strip()[-2000:]}")
+    return out.stdout
+
+
 def dvc_lock_entry(root: str | Path, stage: str) -> dict | None:
     """A stage's dvc.lock entry as lineage tags: {deps: {path: md5}, outs: {path: md5}, params_sha256}; None
     when dvc.lock has no entry for it (DVC writes the entry after the stage's command succeeded)."""
@@ -572,7 +605,7 @@ def dvc_lock_entry(root: str | Path, stage: str) -> dict | None:
 
 
 __all__ = [
-    "dvc_lock_entry", "dvc_default_remote", "workspace_key",
+    "dvc_lock_entry", "dvc_default_remote", "workspace_key", "configure_shared_remote", "dvc_sync", "SHARED_REMOTE",
     "ConfigError", "OrchestrationError", "UnknownStageError", "ServiceUnreachable", "StageGraph", "stage_graph",
     "parse_dag_dot", "dvc_status", "repro_outcome", "run_in_process_group", "kill_process_group", "check_mlflow",
     "check_prefect_api", "apply_param_overrides", "validate_overrides", "resolve_tracking_uri", "sha256_file",

@@ -104,14 +104,16 @@ def start_prefect(home: str | Path, port: int, log_file: str | Path, cwd: str | 
 def start_mlflow(
     backend_uri: str, artifacts_dir: str | Path, port: int, log_file: str | Path, cwd: str | Path = ".", host: str = HOST
 ) -> Service:
-    """`mlflow server` (one worker, no job execution) with artifacts proxied from `artifacts_dir`."""
+    """`mlflow server` (one worker, no job execution) with artifacts proxied from `artifacts_dir`: a local
+    folder, or an object-store URI (`s3://bucket/path`; an S3-compatible endpoint from MLFLOW_S3_ENDPOINT_URL)."""
     svc = mlflow_service(port, host)
     env = subprocess_env({"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
     for var in ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_NAME"):
         env.pop(var, None)
     cmd = [
         bin_path("mlflow"), "server", "--host", host, "--port", str(port), "--workers", "1",
-        "--backend-store-uri", backend_uri, "--artifacts-destination", str(Path(artifacts_dir).resolve()),
+        "--backend-store-uri", backend_uri, "--artifacts-destination",
+        str(artifacts_dir) if "://" in str(artifacts_dir) else str(Path(artifacts_dir).resolve()),
         "--serve-artifacts",
     ]
     svc.log_file = Path(log_file)

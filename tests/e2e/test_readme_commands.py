@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from r1_pipeline.orchestration import kill_process_group
 from tests.e2e.workspace import copy_project, stage_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -45,15 +46,22 @@ def test_readme_deployment_lines_run_as_written(tmp_path):
                      "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"})
     for key in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID", "R1_PROJECT_ROOT"):
         env.pop(key, None)
-    script = "set -e\ntrap 'kill $(jobs -p) 2>/dev/null; r1 services down >/dev/null 2>&1 || true' EXIT\n" + "\n".join(lines)
-    try:
-        proc = subprocess.run(["bash", "-c", script], cwd=ws, env=env, capture_output=True, text=True, timeout=1500)
-    finally:
-        subprocess.run([str(Path(sys.executable).parent / "r1"), "services", "down"], cwd=ws, env=env,
-                       capture_output=True, timeout=120)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    assert "Flow run finished successfully" in proc.stdout + proc.stderr or "Completed" in proc.stdout + proc.stderr, \
-        proc.stdout[-3000:]
+    script = "set -e\n" + "\n".join(lines)
+    log = tmp_path / "readme.log"
+    # its own process group, output to a file: the background worker keeps the group (and any pipe) alive
+    # after the script ends; the whole group is stopped afterwards, as closing the terminal would
+    with open(log, "w") as out:
+        proc = subprocess.Popen(["bash", "-c", script], cwd=ws, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        try:
+            code = proc.wait(timeout=1500)
+        finally:
+            kill_process_group(proc.pid, 10, proc)
+            subprocess.run([str(Path(sys.executable).parent / "r1"), "services", "down"], cwd=ws, env=env,
+                           capture_output=True, timeout=120)
+    text = log.read_text()
+    assert code == 0, text[-6000:]
+    assert "Completed" in text, text[-3000:]
     # the run's results are on disk in the checkout and in the MLflow store the services used
     assert (ws / "outputs" / "eval" / "metrics.json").exists() and (ws / "dvc.lock").exists()
     assert not port_busy(4200) and not port_busy(5000)  # `r1 services down` stopped both servers
