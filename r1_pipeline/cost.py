@@ -38,8 +38,11 @@ def measured_peak_flops(device_type: str) -> float:
     """Best of 5 timed n x n x n matmuls on this device (4096 bf16 on CUDA, 512 fp32 on CPU), FLOP/s."""
     cuda = device_type == "cuda"
     n, dtype = (4096, torch.bfloat16) if cuda else (512, torch.float32)
-    a = torch.randn(n, n, device=device_type, dtype=dtype)
-    b = torch.randn(n, n, device=device_type, dtype=dtype)
+    # A private generator: drawing from the global one would shift every later random number of the run (the
+    # rollouts' sampling), so measuring the cost would change the result.
+    gen = torch.Generator(device=device_type).manual_seed(0)
+    a = torch.randn(n, n, device=device_type, dtype=dtype, generator=gen)
+    b = torch.randn(n, n, device=device_type, dtype=dtype, generator=gen)
 
     def sync():
         if cuda:
