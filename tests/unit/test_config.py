@@ -126,7 +126,7 @@ def test_config_use_writes_a_valid_params_file(tmp_path):
     result = runner.invoke(app, ["config", "use", "micro", "--params", str(target), "--set", "grpo.max_steps=2"])
     assert result.exit_code == 0, result.output
     cfg = load_config(target)
-    assert cfg.grpo.max_steps == 2 and cfg.base.hidden_size == 32
+    assert cfg.grpo.max_steps == 2 and cfg.base.hidden_size == 64
 
 
 def test_config_use_rejects_bad_override_and_keeps_the_file(tmp_path):
