@@ -174,9 +174,17 @@ def signature():
 
 def _pip_requirements() -> list[str]:
     """Pinned to this environment; given explicitly because MLflow's inference loads the model a second time."""
-    from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
-    return [f"{p}=={version(p)}" for p in ("mlflow", "torch", "transformers", "tokenizers", "pandas")]
+    pins = []
+    for names in (("mlflow", "mlflow-skinny"), ("torch",), ("transformers",), ("tokenizers",), ("pandas",)):
+        for name in names:  # GPU images often ship mlflow-skinny instead of mlflow
+            try:
+                pins.append(f"{name}=={version(name)}")
+                break
+            except PackageNotFoundError:
+                continue
+    return pins
 
 
 def _log_pyfunc(cfg: Config, stage: str, folder: Path, digest: str):
