@@ -57,11 +57,11 @@ def test_base_trains_tokenizer_and_model_from_scratch(workdir):
 
     tok = load_tokenizer(out)
     # digits and signed operands are single tokens; tags are atomic and survive decoding
-    ids = tok("<think>\n123+45=168\n</think>", add_special_tokens=False)["input_ids"]
+    ids = tok("<think>\n123+2=125\n</think>", add_special_tokens=False)["input_ids"]
     pieces = tok.convert_ids_to_tokens(ids)
-    assert "<think>" in pieces and "</think>" in pieces and "+4" in pieces
+    assert "<think>" in pieces and "</think>" in pieces and "+2" in pieces
     assert all(len(p) == 1 for p in pieces if p.isdigit())
-    assert tok.decode(ids, skip_special_tokens=True) == "<think>\n123+45=168\n</think>"
+    assert tok.decode(ids, skip_special_tokens=True) == "<think>\n123+2=125\n</think>"
     chat = tok.apply_chat_template([{"role": "user", "content": "1+2"}], tokenize=False, add_generation_prompt=True)
     assert chat == "<|im_start|>user\n1+2<|im_end|>\n<|im_start|>assistant\n"
     assert stage_metrics(workdir, "base")["base_parameters"] == info["parameters"]
@@ -147,7 +147,9 @@ def test_evaluate_writes_records_and_metrics(workdir):
     s = metrics["grpo"]["arith_heldout"]
     assert {"pass@1", "pass@1_stderr", "cons@2", "format_rate"} <= set(s)
     records = read_jsonl(workdir / "outputs/eval/records.jsonl")
-    assert len(records) == 6 * 8 * 2
+    problems = read_jsonl(workdir / "outputs/data/eval/arith_heldout.jsonl")  # micro's task has few held out
+    assert problems and len(records) == 6 * len(problems) * 2
+    assert {(r["model"], r["problem_id"]) for r in records} == {(m, p["id"]) for m in metrics for p in problems}
     assert {"model", "benchmark", "problem_id", "sample_idx", "text", "extracted", "correct"} <= set(records[0])
 
 
