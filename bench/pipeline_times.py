@@ -31,7 +31,8 @@ sys.path.insert(0, str(ROOT))
 from r1_pipeline.cli import STAGES  # noqa: E402
 from r1_pipeline.config import apply_overrides, profile_dict, to_yaml, validate  # noqa: E402
 from r1_pipeline.io import read_jsonl  # noqa: E402
-from r1_pipeline.metrics import paired_difference  # noqa: E402
+from r1_pipeline import paths  # noqa: E402
+from r1_pipeline.metrics import first_last_fifth, paired_difference  # noqa: E402
 
 CURATED = "data.synthetic.cold_start_scratchpad_fraction=1.0"
 MODELS = ("base", "sft", "grpo", "r1_zero", "distill", "distill_no_traces")
@@ -53,7 +54,7 @@ def run_pipeline(workdir: Path, profile: str, overrides: list[str], stages: list
             rc = subprocess.call([sys.executable, "-m", f"tasks.{stage}"], cwd=workdir, env=env, stdout=log,
                                  stderr=subprocess.STDOUT)
         wall = time.time() - start
-        metrics_file = workdir / "outputs" / "metrics" / f"{stage}.json"
+        metrics_file = workdir / paths.metrics_file(stage)
         work = json.loads(metrics_file.read_text()).get(f"{stage}_seconds", wall) if metrics_file.exists() else wall
         times[stage] = (wall, work)
         if rc:
@@ -65,16 +66,14 @@ def run_pipeline(workdir: Path, profile: str, overrides: list[str], stages: list
 def run_curated(main_dir: Path, workdir: Path, profile: str, overrides: list[str], threads: int | None,
                 label: str) -> dict:
     """SFT then GRPO from the base of `main_dir` (same seed, so the same base) with the curated cold start."""
-    (workdir / "outputs" / "models").mkdir(parents=True, exist_ok=True)
-    shutil.copytree(main_dir / "outputs" / "models" / "base", workdir / "outputs" / "models" / "base")
+    shutil.copytree(main_dir / paths.model_dir("base"), workdir / paths.model_dir("base"))
     result = run_pipeline(workdir, profile, [*overrides, CURATED], ["data", "sft", "grpo", "evaluate"], threads)
     metrics, records = eval_summary(workdir)
     return print_run(label, workdir, result, metrics, records)
 
 
 def eval_summary(workdir: Path) -> tuple[dict, list[dict]]:
-    metrics_path = workdir / "outputs" / "eval" / "metrics.json"
-    records_path = workdir / "outputs" / "eval" / "records.jsonl"
+    metrics_path, records_path = workdir / paths.EVAL_METRICS, workdir / paths.EVAL_RECORDS
     if not metrics_path.exists():
         return {}, []
     return json.loads(metrics_path.read_text()), read_jsonl(records_path)
@@ -103,15 +102,12 @@ def print_run(label: str, workdir: Path, result: dict, metrics: dict, records: l
                       f"interval {100 * d['ci_low']:+.1f} to {100 * d['ci_high']:+.1f}): {d['verdict']}")
                 row[f"{a}-{b}"] = (100 * d["difference"], 100 * d["ci_low"], 100 * d["ci_high"])
         break  # the first benchmark is the headline
-    curves = workdir / "outputs" / "report" / "rl_curves.csv"
+    curves = workdir / paths.REPORT_DIR / "rl_curves.csv"  # written by the report stage
     if curves.exists():
         rows = [line.split(",") for line in curves.read_text().splitlines()[1:] if line.startswith("r1_zero,")]
         if rows:
-            n = max(1, len(rows) // 5)
-            first = [float(r[2]) for r in rows[:n]], [float(r[3]) for r in rows[:n]]
-            last = [float(r[2]) for r in rows[-n:]], [float(r[3]) for r in rows[-n:]]
-            row["r1_zero_reward"] = (sum(first[0]) / n, sum(last[0]) / n)
-            row["r1_zero_length"] = (sum(first[1]) / n, sum(last[1]) / n)
+            row["r1_zero_reward"] = first_last_fifth([float(r[2]) for r in rows])
+            row["r1_zero_length"] = first_last_fifth([float(r[3]) for r in rows])
             print(f"r1_zero: reward {row['r1_zero_reward'][0]:.3f} -> {row['r1_zero_reward'][1]:.3f}, completion "
                   f"length {row['r1_zero_length'][0]:.1f} -> {row['r1_zero_length'][1]:.1f} tokens "
                   "(first -> last fifth of steps)")
@@ -174,7 +170,7 @@ def main() -> int:
                                         f"seed {seed}, curated cold start"))
     if len(rows) > 1:
         print_summary(rows)
-    elif (report := root / "outputs" / "report" / "report.md").exists():
+    elif (report := root / paths.REPORT_DIR / "report.md").exists():
         print("\n" + report.read_text())
     return 1 if failed else 0
 

@@ -191,3 +191,9 @@ def habit_breakdown(records: Iterable[Mapping[str, Any]], model: str, benchmark:
 
     return {"samples": len(rows), "step_share": len(steps) / len(rows), "step_accuracy": acc(steps),
             "other_accuracy": acc(other)}
+
+
+def first_last_fifth(values: Sequence[float]) -> tuple[float, float]:
+    """Mean of the first and of the last fifth of a curve (at least one point each): how an RL run moved."""
+    n = max(1, len(values) // 5)
+    return sum(values[:n]) / n, sum(values[-n:]) / n

@@ -15,7 +15,7 @@ from r1_pipeline import paths, tracking
 from r1_pipeline.config import Config
 from r1_pipeline.cost import cost_table
 from r1_pipeline.io import atomic_path, read_jsonl, write_text
-from r1_pipeline.metrics import habit_breakdown, paired_difference
+from r1_pipeline.metrics import first_last_fifth, habit_breakdown, paired_difference
 from r1_pipeline.stage import main_for, require
 
 STAGE_ORDER = ["data", "base", "sft", "grpo", "r1_zero", "rejection", "distill", "evaluate", "report"]
@@ -121,9 +121,7 @@ def markdown(cfg: Config, metrics: dict, curves: dict, rejection: dict, timings:
     lines += ["", "## RL curves", "", "![rl curves](rl_curves.png)", ""]
     for stage, c in curves.items():
         if c["reward"]:
-            n = max(1, len(c["reward"]) // 5)
-            first, last = sum(c["reward"][:n]) / n, sum(c["reward"][-n:]) / n
-            lf, ll = sum(c["length"][:n]) / n, sum(c["length"][-n:]) / n
+            (first, last), (lf, ll) = first_last_fifth(c["reward"]), first_last_fifth(c["length"])
             lines.append(f"- {stage}: mean reward {first:.3f} (first fifth of steps) → {last:.3f} (last fifth); "
                          f"completion length {lf:.1f} → {ll:.1f} tokens")
     if rejection:
