@@ -16,7 +16,7 @@ setup: $(BIN)/python
 	@$(BIN)/r1 --help >/dev/null && echo "setup: ok"
 
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow and not e2e"

@@ -29,7 +29,7 @@ from tests.e2e.workspace import ROOT, copy_project
 from tests.e2e.workspace import stage_env as flow_env
 
 pytestmark = pytest.mark.slow
-LONG_BASE = "base.pretrain_steps=3000"  # minutes of pretraining: long enough to be caught running
+LONG_BASE = "base.pretrain_steps=100000"  # far longer than any test waits: the stage is always caught running
 
 
 def mlflow_client():
