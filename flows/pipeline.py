@@ -310,7 +310,9 @@ def run_dvc_stage(stage: str, spec: dict[str, Any]) -> dict[str, Any]:
         "R1_PREFECT_FLOW_RUN_URL": str(flow_run.get_flow_run_ui_url() or ""),
         **stage_proc.parent_env(),  # the stage's watchdog ends it when this process is gone
     })
-    cmd = [orch.bin_path("dvc"), "repro", "--single-item", stage]
+    # --pull (with a shared remote): a stage whose command, deps and params ran in another clone is restored from
+    # the run cache, its outputs' objects fetched from the remote (a fresh clone has none of them locally)
+    cmd = [orch.bin_path("dvc"), "repro", "--single-item", *(["--pull"] if spec.get("pull") else []), stage]
     timeout = spec["timeout_s"]
     logger.info("%s: %s (timeout %.0fs, attempt %d, MLflow run %s)", stage, " ".join(cmd[1:]), timeout, attempt, url)
     markers: list[str] = []
@@ -454,7 +456,9 @@ def r1_pipeline(
             largest gpu_slots value when missing: set it to the GPU count with `prefect gcl update`).
         dvc_remote: an S3-compatible DVC remote (`s3://bucket/path`; default `$R1_DVC_REMOTE_URL`, endpoint
             `$R1_DVC_REMOTE_ENDPOINT_URL`) shared by every clone: the run cache and outputs are pulled from it
-            before the stages and each stage that ran is pushed right after, so a pod's results outlive it.
+            before the stages, each stage runs as `dvc repro --single-item --pull` (restored from the run cache
+            when another clone ran it with the same inputs) and each stage that ran is pushed right after, so a
+            pod's results outlive it.
     """
     logger = get_run_logger()
     started = time.time()
@@ -591,7 +595,7 @@ def _run_locked(root, graph, selected, overrides, gpu_slots, timeouts, default_t
                 "project_dir": str(root), "tracking_uri": tracking_uri, "experiment": experiment,
                 "experiment_id": experiment_id, "parent_run_id": parent_id, "ui_base": ui_base,
                 "timeout_s": float(timeouts.get(stage, default_timeout_s)), "gpu_slots": gpu_slots.get(stage, 0),
-                "kill_grace_s": kill_grace_s, "gpu_limit": gpu_limit,
+                "kill_grace_s": kill_grace_s, "gpu_limit": gpu_limit, "pull": sync,
             }
             task_fn = run_dvc_stage.with_options(
                 task_run_name=stage, retries=retries,

@@ -1,6 +1,8 @@
 """Pods that keep their results: a real S3-compatible server (moto's server mode) is the DVC remote and the
 MLflow artifact store; a fresh clone runs the flow (pull before, push after each stage), and a second fresh
-clone with no shared disk restores every stage from the remote instead of rerunning it."""
+clone with no shared disk restores every stage from the remote instead of rerunning it: through the flow (no
+stage command runs, no new MLflow training run, identical outputs) and through the documented plain DVC
+commands (`dvc pull --run-cache`, `dvc repro --pull`)."""
 
 from __future__ import annotations
 
@@ -71,7 +73,25 @@ def r1_run(ws: Path, env: dict) -> subprocess.CompletedProcess:
     return proc
 
 
+def lock_outs(pod: Path) -> dict[str, dict[str, str]]:
+    """Each stage's outs in the clone's dvc.lock: {stage: {path: md5}} (DVC writes dvc.lock whether a stage ran
+    or was restored from the run cache)."""
+    import yaml
+
+    stages = yaml.safe_load((pod / "dvc.lock").read_text())["stages"]
+    return {name: {o["path"]: o["md5"] for o in entry["outs"]} for name, entry in stages.items()}
+
+
+def stage_runs(client, experiment: str) -> set[str]:
+    """The ids of the active MLflow runs the stages trained into (the flow deletes the child run of a stage that
+    DVC restored instead of running)."""
+    exp = client.get_experiment_by_name(experiment)
+    return {r.info.run_id for r in client.search_runs([exp.experiment_id], max_results=1000) if "r1.stage" in r.data.tags}
+
+
 def test_second_fresh_clone_restores_every_stage_from_the_remote(request, tmp_path_factory, tmp_path, s3, mlflow_s3):
+    from mlflow import MlflowClient
+
     url, client = s3
     servers = session_servers(request, tmp_path_factory)
     origin = copy_project(tmp_path / "origin", overrides=["project.mlflow_experiment=r1-s3"])
@@ -79,7 +99,7 @@ def test_second_fresh_clone_restores_every_stage_from_the_remote(request, tmp_pa
                      "R1_DVC_REMOTE_URL": "s3://r1-cache/dvc", "R1_DVC_REMOTE_ENDPOINT_URL": url})
     env.pop("MLFLOW_EXPERIMENT_NAME", None)
     pods = []
-    for name in ("pod1", "pod2"):  # fresh clones: no outputs, no DVC cache, no dvc.lock, nothing shared on disk
+    for name in ("pod1", "pod2", "pod3"):  # fresh clones: no outputs, no DVC cache, no dvc.lock, nothing shared on disk
         subprocess.run(["git", "clone", "-q", str(origin), str(tmp_path / name)], check=True)
         pods.append(tmp_path / name)
     first = r1_run(pods[0], env)
@@ -88,15 +108,50 @@ def test_second_fresh_clone_restores_every_stage_from_the_remote(request, tmp_pa
     first_out = first.stdout + first.stderr
     for stage in STAGES.split(","):
         assert re.search(rf"^{stage}\s+ran\b", first_out, re.M), first_out[-3000:]
+    ml = MlflowClient(mlflow_s3)
+    trained = stage_runs(ml, "r1-s3")
+    versions = {(v.name, v.version) for v in ml.search_model_versions()}
+    assert len(trained) == len(STAGES.split(",")) and versions, (trained, versions)
+
+    # pod2: the same flow in a second fresh clone. Every stage comes back from the remote (DVC's run cache plus
+    # the objects it names, `dvc repro --pull`); no stage's command runs, no MLflow training run or model version
+    # appears, and the outputs are pod1's, byte for byte.
     second = r1_run(pods[1], env)
-    # pod2 pulled pod1's run-cache entries (same deps/params keys) and the objects they name
+    second_out = second.stdout + second.stderr
+    assert "Running stage" not in second_out, second_out[-4000:]
+    for stage in STAGES.split(","):
+        assert re.search(rf"^{stage}\s+skipped \(restored from DVC run cache\)", second_out, re.M), second_out[-3000:]
+    assert stage_runs(ml, "r1-s3") == trained
+    assert {(v.name, v.version) for v in ml.search_model_versions()} == versions
     runs = lambda pod: {p.relative_to(pod / ".dvc/cache/runs") for p in (pod / ".dvc/cache/runs").rglob("*") if p.is_file()}
     assert runs(pods[0]) and runs(pods[0]) <= runs(pods[1])
+    assert lock_outs(pods[1]) == lock_outs(pods[0])
     assert model_digest(pods[1] / "outputs/models/sft") == model_digest(pods[0] / "outputs/models/sft")
-    # KNOWN GAP: pod2 still reruns each stage. DVC restores from the run cache only when every `cache: false`
-    # out (the stages' metrics JSON) already exists in the workspace (dvc/stage/__init__.py outs_cached), which
-    # a fresh clone never has; the stages' metrics must become cached outs for this to pass.
-    assert re.search(r"^data\s+ran\b", second.stdout + second.stderr, re.M)
+    for metrics in ("outputs/metrics/sft.json", "outputs/data/stats.json"):
+        assert (pods[1] / metrics).read_bytes() == (pods[0] / metrics).read_bytes(), metrics
+    assert json_status(pods[1], env, STAGES.split(",")) == {}  # restored means up to date
+
+    # pod3: the documented commands without Prefect (infra/README.md, "Results that outlive the pod")
+    dvc = [str(Path(sys.executable).with_name("dvc"))]
+    for args in (["remote", "add", "--local", "-d", "-f", "r1-shared", "s3://r1-cache/dvc"],
+                 ["remote", "modify", "--local", "r1-shared", "endpointurl", url],
+                 ["pull", "--run-cache", "--allow-missing"]):
+        subprocess.run(dvc + args, cwd=pods[2], env=env, check=True, capture_output=True, timeout=300)
+    third = subprocess.run(dvc + ["repro", "--pull", STAGES.split(",")[-1]], cwd=pods[2], env=env,
+                           capture_output=True, text=True, timeout=600)
+    third_out = third.stdout + third.stderr
+    assert third.returncode == 0 and "Running stage" not in third_out, third_out[-4000:]
+    assert sorted(re.findall(r"^Stage '(\w+)' is cached - skipping run", third_out, re.M)) == sorted(STAGES.split(","))
+    assert lock_outs(pods[2]) == lock_outs(pods[0])
+
     # the MLflow artifacts (the sft model registered by pod1's run) live in the S3 bucket
-    ml = [o["Key"] for o in client.list_objects_v2(Bucket="r1-cache", Prefix="mlflow/").get("Contents", [])]
-    assert any(k.endswith("model.safetensors") for k in ml), ml[:20]
+    ml_keys = [o["Key"] for o in client.list_objects_v2(Bucket="r1-cache", Prefix="mlflow/").get("Contents", [])]
+    assert any(k.endswith("model.safetensors") for k in ml_keys), ml_keys[:20]
+
+
+def json_status(pod: Path, env: dict, stages: list[str]) -> dict:
+    import json
+
+    out = subprocess.run([str(Path(sys.executable).with_name("dvc")), "status", "--json", *stages], cwd=pod, env=env,
+                         capture_output=True, text=True, timeout=300, check=True)
+    return json.loads(out.stdout.strip() or "{}")
