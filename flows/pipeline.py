@@ -482,11 +482,9 @@ def r1_pipeline(
     for key, value in orch.fail_fast_mlflow_client_env().items():
         os.environ.setdefault(key, value)
     experiment = os.environ.get("MLFLOW_EXPERIMENT_NAME") or cfg.project.mlflow_experiment
-    # a `{{ $VAR }}` that was unset when the deployment was made reaches the pod as written: not a value
-    given = lambda v: v if v and not v.startswith("{{") else None  # noqa: E731
-    dvc_remote = given(dvc_remote) or given(os.environ.get("R1_DVC_REMOTE_URL"))
+    dvc_remote = orch.given_value(dvc_remote) or orch.given_value(os.environ.get("R1_DVC_REMOTE_URL"))
     if dvc_remote:
-        orch.configure_shared_remote(root, dvc_remote, given(os.environ.get("R1_DVC_REMOTE_ENDPOINT_URL")))
+        orch.configure_shared_remote(root, dvc_remote, orch.given_value(os.environ.get("R1_DVC_REMOTE_ENDPOINT_URL")))
     workspace_limit = workspace_limit or workspace_limit_name(root)  # after the remote: it may be the key
     gpu_limit = gpu_limit or gpu_limit_name()
     ensure_concurrency_limit(workspace_limit, 1)

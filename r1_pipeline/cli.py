@@ -324,6 +324,47 @@ def deploy_cmd(
     raise typer.Exit(code)
 
 
+remote_app = typer.Typer(help="DVC's outputs and run cache on the shared remote, for runs outside the flow "
+                         "(SkyPilot, Slurm: infra/README.md).", no_args_is_help=True)
+app.add_typer(remote_app, name="remote")
+TargetsArg = typer.Argument(None, help="Stages or outputs (default: the whole pipeline).")
+
+
+def _remote_sync(action: str, targets: list[str], with_deps: bool = False) -> None:
+    """What the flow does around its stages (k8s-gpu), as one command: $R1_DVC_REMOTE_URL (and
+    $R1_DVC_REMOTE_ENDPOINT_URL) becomes the checkout's default remote in .dvc/config.local, else the
+    checkout's default remote is used; then `dvc pull|push --run-cache`."""
+    from r1_pipeline import orchestration as orch
+
+    try:
+        name = orch.shared_remote_from_env(".")
+        if name is None and orch.dvc_default_remote(".") is None:
+            typer.echo(f"no DVC remote (R1_DVC_REMOTE_URL unset, no default remote): nothing to {action}")
+            return
+        typer.echo(f"dvc {action} --run-cache {' '.join(targets) or '(all)'}: remote {name or 'default'} "
+                   f"({orch.dvc_default_remote('.')})")
+        out = orch.dvc_sync(".", action, targets, remote=name, with_deps=with_deps)
+    except orch.OrchestrationError as exc:
+        _fail(str(exc), 1)
+    typer.echo(out.strip()[-2000:])
+
+
+@remote_app.command("pull")
+def remote_pull(targets: Optional[List[str]] = TargetsArg,
+                with_deps: bool = typer.Option(False, "--with-deps", help="Also the outputs of upstream stages.")):
+    """Pull DVC's run cache and the outputs from the shared remote (before the stages).
+
+    Missing objects are fine (a first run finds an empty remote). Then `dvc repro --pull` restores each stage
+    that ran elsewhere with the same command, deps and params instead of running it again."""
+    _remote_sync("pull", list(targets or []), with_deps)
+
+
+@remote_app.command("push")
+def remote_push(targets: Optional[List[str]] = TargetsArg):
+    """Push the outputs and DVC's run cache to the shared remote (after the stages), so they outlive the machine."""
+    _remote_sync("push", list(targets or []))
+
+
 @app.command("lineage")
 def lineage_cmd(
     ref: str = typer.Argument(..., help="A model version (name/3, name@champion, models:/...) or an MLflow run id."),

@@ -570,13 +570,16 @@ def configure_shared_remote(root: str | Path, url: str, endpoint_url: str | None
     return SHARED_REMOTE
 
 
-def dvc_sync(root: str | Path, action: str, targets: Iterable[str] = (), timeout: float = 3600) -> str:
-    """`dvc pull|push --run-cache` with the shared remote: the run cache (what each stage's command produced
-    from which inputs) travels with the outputs, so a fresh clone restores every stage whose inputs match
-    without running it and without a committed dvc.lock. Returns DVC's output; OrchestrationError on failure."""
+def dvc_sync(root: str | Path, action: str, targets: Iterable[str] = (), timeout: float = 3600,
+             remote: str | None = SHARED_REMOTE, with_deps: bool = False) -> str:
+    """`dvc pull|push --run-cache` with the shared remote (`remote=None`: the checkout's default remote): the run
+    cache (what each stage's command produced from which inputs) travels with the outputs, so a fresh clone
+    restores every stage whose inputs match without running it (`dvc repro --pull`) and without a committed
+    dvc.lock. Returns DVC's output; OrchestrationError on failure."""
     if action not in ("pull", "push"):
         raise ValueError(f"action must be pull or push, not {action!r}")
-    cmd = [bin_path("dvc"), action, "--run-cache", "-r", SHARED_REMOTE, *targets]
+    cmd = [bin_path("dvc"), action, "--run-cache", *(["-r", remote] if remote else []),
+           *(["--with-deps"] if with_deps else []), *targets]
     if action == "pull":
         cmd.insert(3, "--allow-missing")  # a first run finds an empty remote
     out = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=timeout)
@@ -584,6 +587,21 @@ def dvc_sync(root: str | Path, action: str, targets: Iterable[str] = (), timeout
         raise OrchestrationError(f"{' '.join(cmd[1:])} failed (exit {out.returncode}): "
                                  f"{(out.stderr or out.stdout).strip()[-2000:]}")
     return out.stdout
+
+
+def given_value(value: str | None) -> str | None:
+    """A setting's value, or None when unset, empty, or a `{{ $VAR }}` that was unset when a Prefect deployment
+    was made (it reaches the pod as written)."""
+    return value if value and not value.startswith("{{") else None
+
+
+def shared_remote_from_env(root: str | Path) -> str | None:
+    """$R1_DVC_REMOTE_URL (+ $R1_DVC_REMOTE_ENDPOINT_URL) configured as the checkout's default remote
+    (`configure_shared_remote`); returns its name, None when the variable is unset."""
+    url = given_value(os.environ.get("R1_DVC_REMOTE_URL"))
+    if not url:
+        return None
+    return configure_shared_remote(root, url, given_value(os.environ.get("R1_DVC_REMOTE_ENDPOINT_URL")))
 
 
 def dvc_lock_entry(root: str | Path, stage: str) -> dict | None:
