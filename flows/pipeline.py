@@ -24,9 +24,13 @@ DVC owns the graph (the order comes from `dvc dag`), Prefect owns execution, MLf
 - one MLflow parent run per pipeline run and one child run per stage attempt, created here and handed to the
   stage as MLFLOW_RUN_ID (with a matching MLFLOW_EXPERIMENT_NAME); the stage's own tracking code logs into it
   and the flow ends it FINISHED/FAILED/KILLED from the exit status;
-- overrides (`key=value`) are validated by the params schema first, then written into params.yaml for the
-  run and kept there, as `dvc exp run -S` does: params.yaml, dvc.lock and the outputs then all describe the
-  same run. The overrides and the params hash go to the MLflow parent run and to a Prefect artifact.
+- overrides (`key=value`) are validated by the params schema first, then applied to params.yaml for this run
+  only and undone when it ends, whatever the end (success, failure, SIGTERM, Ctrl-C; after a kill -9 the next
+  run in the checkout undoes them first): DVC reads the file while the stages run, so dvc.lock and the run
+  cache hold the values each stage really ran with, and params.yaml keeps the bytes git has. Afterwards `dvc
+  status` reports the overridden stages as changed (their outputs and dvc.lock are the override's, the file is
+  not); the next run without the override reruns them or restores them from the run cache. The overrides and
+  both params hashes go to the MLflow parent run and to a Prefect artifact.
 """
 
 from __future__ import annotations
@@ -442,7 +446,8 @@ def r1_pipeline(
     Args:
         stages: a subset of stages to run (in pipeline order); None runs every stage. Each selected stage runs
             with `--single-item`: stages outside the subset are not brought up to date.
-        overrides: `key.path=value` params overrides for this run, written into params.yaml (see module doc).
+        overrides: `key.path=value` params overrides for this run only: in params.yaml while it runs, undone
+            when it ends (see module doc).
         gpu_slots: GPU slots per stage on the `r1-gpu` concurrency limit ({} on CPU).
         timeouts: seconds per stage; stages not listed get `default_timeout_s`.
         retries: retries of a transiently failing stage, after `retry_delay_s`, then doubling.
@@ -503,15 +508,39 @@ def r1_pipeline(
 def _run_locked(root, graph, selected, overrides, gpu_slots, timeouts, default_timeout_s, retries, retry_delay_s,
                 kill_grace_s, tracking_uri, experiment, params_path, started, gpu_limit,
                 lock, sync: bool = False) -> list[dict[str, Any]]:
+    logger = get_run_logger()
+    # 2. The overrides go into params.yaml for this run only (validated again, now that this run owns the
+    # workspace): DVC hashes the values the stages run with, and the file's own bytes come back at the end.
+    overlay = None
+    try:
+        with orch.params_overlay(root, overrides, params_path.name) as overlay:
+            if overlay.recovered:
+                logger.warning("params.yaml: a previous run in this checkout died with its overrides applied; %s",
+                               "put the file back" if overlay.recovered == "restored" else
+                               f"the file had been edited since, kept as is (its bytes from before that run: "
+                               f"{orch.PARAMS_KEPT})")
+            if overlay.written:
+                logger.info("params.yaml: overrides applied for this run (undone when it ends): %s", " ".join(overrides))
+            return _run_stages(root, graph, selected, overrides, gpu_slots, timeouts, default_timeout_s, retries,
+                               retry_delay_s, kill_grace_s, tracking_uri, experiment, params_path, started,
+                               gpu_limit, lock, sync, overlay.file_sha256 or "none")
+    finally:
+        if overlay is not None and overlay.outcome == "restored":
+            logger.info("params.yaml: back to its own bytes (the overrides stay in dvc.lock and MLflow)")
+        elif overlay is not None and overlay.outcome == "kept":
+            logger.warning("params.yaml was edited during the run: kept as is; its bytes from before the run: %s",
+                           orch.PARAMS_KEPT)
+
+
+def _run_stages(root, graph, selected, overrides, gpu_slots, timeouts, default_timeout_s, retries, retry_delay_s,
+                kill_grace_s, tracking_uri, experiment, params_path, started, gpu_limit, lock, sync,
+                params_file_sha) -> list[dict[str, Any]]:
     from mlflow import MlflowClient
     from prefect.runtime import flow_run
 
     logger = get_run_logger()
-    # 2. The overrides go into params.yaml (validated again, now that this run owns the workspace).
     lock_before = orch.sha256_file(root / "dvc.lock") or "none"
-    if orch.apply_param_overrides(params_path, overrides):
-        logger.info("params.yaml: applied overrides %s", " ".join(overrides))
-    params_sha = orch.sha256_file(params_path) or "none"
+    params_sha = orch.sha256_file(params_path) or "none"  # the params the stages see (with the overrides)
 
     # 3. The MLflow parent run.
     client = MlflowClient(tracking_uri)
@@ -532,6 +561,7 @@ def _run_locked(root, graph, selected, overrides, gpu_slots, timeouts, default_t
         "r1.pipeline": "parent",
         "git.commit": commit,
         "dvc.params_sha256": params_sha,
+        "r1.params_file_sha256": params_file_sha,
         "dvc.lock_sha256": lock_before,
         "prefect.flow_run_id": flow_run_id,
         "prefect.flow_run_name": str(flow_run.get_name() or ""),
@@ -557,7 +587,8 @@ def _run_locked(root, graph, selected, overrides, gpu_slots, timeouts, default_t
             "# r1-pipeline run parameters", "",
             f"- profile: `{profile}`",
             f"- overrides: {', '.join(f'`{o}`' for o in overrides) or 'none'}",
-            f"- params.yaml sha256: `{params_sha}`",
+            f"- params.yaml sha256: `{params_file_sha}` (the file); `{params_sha}` (with the overrides, as the "
+            "stages and dvc.lock saw it during the run)",
             f"- git commit: `{commit}`",
             f"- dvc.lock sha256 before the run: `{lock_before}`",
             f"- stages: {', '.join(selected)}",

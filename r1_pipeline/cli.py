@@ -188,15 +188,28 @@ def _prefect_api_url() -> str | None:
 @app.command("run")
 def run_cmd(
     stages: Optional[str] = typer.Option(None, "--stages", help="Comma-separated subset of stages (default: all)."),
-    set_: Optional[List[str]] = SetOpt,
+    set_: Optional[List[str]] = typer.Option(
+        None, "--set", help="Override one value for this run only: KEY.PATH=VALUE (repeatable); params.yaml "
+        "holds it while the run runs and gets its own bytes back when it ends."),
     retries: int = typer.Option(2, help="Retries of a transiently failing stage (exponential backoff)."),
     timeout: float = typer.Option(6 * 3600, help="Default per-stage timeout in seconds."),
 ):
     """Run the pipeline through the Prefect flow, in this process, on the current params.
 
-    Each stage runs as `dvc repro --single-item <stage>`; up-to-date stages are skipped. `--set` overrides are
-    validated, then written into params.yaml for the run (and kept, as `dvc exp run -S` does). With
-    PREFECT_API_URL set the run shows in that server's UI; without it Prefect starts a temporary one.
+    Each stage runs as `dvc repro --single-item <stage>`; up-to-date stages
+    are skipped.
+
+    `--set KEY=VALUE` overrides are validated first (nothing is written when
+    one is invalid), then applied to params.yaml for this run only: DVC reads
+    the file while the stages run, so dvc.lock and DVC's run cache record the
+    values each stage really ran with; the MLflow parent run logs them as
+    `override.<key>`. When the run ends (success, failure, SIGTERM, Ctrl-C;
+    after a kill -9, at the start of the next run) params.yaml gets its exact
+    bytes back. `dvc status` then shows the overridden stages as changed,
+    which they are: to keep a value, edit params.yaml and run again.
+
+    With PREFECT_API_URL set the run shows in that server's UI; without it
+    Prefect starts a temporary one.
     """
     import os
 

@@ -14,12 +14,14 @@
   DVC itself keeps honouring while the dead process is an unreaped zombie: clear_dead_dvc_locks).
 - Servers are checked with one short HTTP request before anything runs: MLflow's and Prefect's clients retry
   for minutes by default, which looks like a hang.
-- Overrides are validated with the project's config schema before params.yaml is touched.
+- Overrides are validated with the project's config schema before params.yaml is touched, and live in
+  params.yaml only while the run that asked for them runs (`params_overlay`).
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import queue
 import re
@@ -492,26 +494,109 @@ def validate_overrides(params_path: str | Path, overrides: list[str]) -> None:
     load_config(params_path, overrides)
 
 
-def apply_param_overrides(params_path: str | Path, overrides: list[str]) -> bool:
-    """Write `key=value` overrides into params.yaml (atomically), like `dvc exp run -S` does.
+PARAMS_OVERLAY = Path(".r1") / "params-overlay.json"  # what a run with overrides changed, until it is undone
+PARAMS_KEPT = Path(".r1") / "params.yaml.before-overrides"  # the file's own bytes, when they could not go back
 
-    Validated first: an invalid override raises ConfigError and leaves the file untouched. The file's leading
-    comment lines (the profile header) are kept and a line naming the overrides is added. Returns whether the
-    file changed.
+
+@dataclass
+class ParamsOverlay:
+    """params.yaml with a run's overrides in it, for that run only (`params_overlay`)."""
+
+    root: Path
+    overrides: list[str]
+    written: bool = False  # False: no override changed a value, the file was never touched
+    outcome: str = "untouched"  # after the run: untouched | restored | kept (edited during the run)
+    recovered: str | None = None  # what a dead run's overlay found on entry came to (undo_params_overlay)
+    file_sha256: str | None = None  # the file's own bytes (what git holds), before the overlay
+
+
+def params_overlay_record(root: str | Path) -> dict | None:
+    """The record a run with overrides keeps while its overlay is in params.yaml (None: no overlay)."""
+    import json
+
+    try:
+        return json.loads((Path(root) / PARAMS_OVERLAY).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def undo_params_overlay(root: str | Path) -> str | None:
+    """Put params.yaml back to its bytes from before a run's overrides, from that run's record; None when there
+    is no record. "restored" when the file still held the overlay (or already its own bytes again); "kept" when
+    someone edited it meanwhile: the edit stays and the old bytes go to .r1/params.yaml.before-overrides."""
+    import base64
+    import hashlib
+
+    root = Path(root)
+    record = params_overlay_record(root)
+    if record is None:
+        (root / PARAMS_OVERLAY).unlink(missing_ok=True)  # a record that cannot be read names nothing to undo
+        return None
+    path = root / record["params"]
+    original = base64.b64decode(record["original_b64"])
+    current = path.read_bytes() if path.is_file() else None
+    if current is not None and hashlib.sha256(current).hexdigest() == record["overlay_sha256"]:
+        _write_bytes(path, original, record.get("mode"))
+        outcome = "restored"
+    elif current == original:
+        outcome = "restored"  # killed between writing the record and the overlay
+    else:
+        _write_bytes(root / PARAMS_KEPT, original, record.get("mode"))
+        outcome = "kept"
+    (root / PARAMS_OVERLAY).unlink(missing_ok=True)
+    return outcome
+
+
+def _write_bytes(path: Path, data: bytes, mode: int | None) -> None:
+    from r1_pipeline.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+        if mode is not None:
+            os.chmod(tmp, mode)
+
+
+@contextlib.contextmanager
+def params_overlay(root: str | Path, overrides: list[str], params: str = "params.yaml"):
+    """params.yaml with `key=value` overrides applied while the block runs, its exact bytes back afterwards.
+
+    DVC reads params.yaml when it runs or restores a stage, so dvc.lock and the run cache record the values the
+    stage really ran with (never the file's value for an overridden run); the file the user keeps in git is left
+    as it was. Validated first: an invalid override raises ConfigError and nothing is written. The original bytes
+    are recorded in .r1/params-overlay.json before the overlay is written and put back on every way out of the
+    block (success, failure, SIGTERM and Ctrl-C, which Prefect's engine and `run_in_process_group` turn into
+    exceptions); after a kill -9 the next run in the checkout puts them back on entry (`undo_params_overlay`).
+    The caller holds the checkout (the workspace lock): one overlay at a time.
     """
-    if not overrides:
-        return False
-    params_path = Path(params_path)
-    validate_overrides(params_path, overrides)
-    raw = load_yaml(params_path)
-    new = apply_overrides(raw, overrides)
-    if new == raw:
-        return False
-    header = [ln for ln in _leading_comments(params_path.read_text()) if not ln.startswith("# overrides:")]
-    header.append(f"# overrides: {' '.join(overrides)}")
-    body = yaml.safe_dump(new, sort_keys=False, default_flow_style=False, width=110)
-    write_text(params_path, "\n".join(header) + "\n" + body)
-    return True
+    import base64
+    import hashlib
+    import json
+
+    root = Path(root)
+    path = root / params
+    overlay = ParamsOverlay(root, list(overrides), recovered=undo_params_overlay(root))
+    overlay.file_sha256 = sha256_file(path)
+    if overrides:
+        validate_overrides(path, overrides)
+        raw = load_yaml(path)
+        new = apply_overrides(raw, overrides)
+        if new != raw:
+            original = path.read_bytes()
+            header = _leading_comments(original.decode())
+            header.append(f"# overrides of one `r1 run` (pid {os.getpid()}), undone when it ends: {' '.join(overrides)}")
+            text = "\n".join(header) + "\n" + yaml.safe_dump(new, sort_keys=False, default_flow_style=False, width=110)
+            write_text(root / PARAMS_OVERLAY, json.dumps({
+                "params": params, "overrides": list(overrides), "pid": os.getpid(), "mode": path.stat().st_mode & 0o7777,
+                "overlay_sha256": hashlib.sha256(text.encode()).hexdigest(),
+                "original_b64": base64.b64encode(original).decode(),
+            }) + "\n")
+            _write_bytes(path, text.encode(), path.stat().st_mode & 0o7777)
+            overlay.written = True
+    try:
+        yield overlay
+    finally:
+        if overlay.written:
+            overlay.outcome = undo_params_overlay(root) or "restored"
 
 
 def _leading_comments(text: str) -> list[str]:
@@ -624,9 +709,11 @@ def dvc_lock_entry(root: str | Path, stage: str) -> dict | None:
 
 __all__ = [
     "dvc_lock_entry", "dvc_default_remote", "workspace_key", "configure_shared_remote", "dvc_sync", "SHARED_REMOTE",
+    "given_value", "shared_remote_from_env",
     "ConfigError", "OrchestrationError", "UnknownStageError", "ServiceUnreachable", "StageGraph", "stage_graph",
     "parse_dag_dot", "dvc_status", "repro_outcome", "run_in_process_group", "kill_process_group", "check_mlflow",
-    "check_prefect_api", "apply_param_overrides", "validate_overrides", "resolve_tracking_uri", "sha256_file",
+    "check_prefect_api", "params_overlay", "undo_params_overlay", "ParamsOverlay", "PARAMS_OVERLAY",
+    "PARAMS_KEPT", "validate_overrides", "resolve_tracking_uri", "sha256_file",
     "params_profile", "bin_path", "subprocess_env", "fail_fast_mlflow_client_env", "ProcessResult",
     "WORKSPACE_LOCK", "acquire_workspace_lock", "clear_dead_dvc_locks",
 ]

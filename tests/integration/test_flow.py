@@ -71,26 +71,32 @@ def children_of(client, parent):
 
 @pytest.fixture(scope="module")
 def subset_run(prefect_api, workspace):
-    """data only, with an override; then the same again (now up to date: skipped, no child run)."""
-    params_before = (workspace / "params.yaml").read_text()
+    """data only, with an override; then the same again (now up to date: skipped, no child run). Returns the
+    params.yaml bytes before, after the first run and after the second, and both runs."""
+    params_before = (workspace / "params.yaml").read_bytes()
     first = run_flow(stages=["data"], overrides=["data.synthetic.corpus_documents=300"], project_dir=str(workspace),
                      retries=0)
-    second = run_flow(stages=["data"], project_dir=str(workspace), retries=0)
-    return params_before, first, second
+    params_after_first = (workspace / "params.yaml").read_bytes()
+    second = run_flow(stages=["data"], overrides=["data.synthetic.corpus_documents=300"], project_dir=str(workspace),
+                      retries=0)
+    return (params_before, params_after_first, (workspace / "params.yaml").read_bytes()), first, second
 
 
 def test_subset_with_override_runs_the_stage_and_records_it(subset_run, workspace):
-    params_before, (flow_run_id, results), _ = subset_run
+    (params_before, params_after_first, params_after_second), (flow_run_id, results), _ = subset_run
     assert not isinstance(results, BaseException), results
     assert [(r["stage"], r["status"]) for r in results] == [("data", "ran")]
-    # the override went into params.yaml (like `dvc exp run -S`), with a header naming it; dvc.lock agrees
-    params = yaml.safe_load((workspace / "params.yaml").read_text())
-    assert params["data"]["synthetic"]["corpus_documents"] == 300
-    assert "# overrides: data.synthetic.corpus_documents=300" in (workspace / "params.yaml").read_text()
-    assert params_before.splitlines()[0] == (workspace / "params.yaml").read_text().splitlines()[0]
+    # the override was in params.yaml only while the run ran: the file has its own bytes back after each run,
+    # and dvc.lock records the value the stage ran with
+    assert params_after_first == params_before and params_after_second == params_before
+    assert not (workspace / orch.PARAMS_OVERLAY).exists()
+    assert yaml.safe_load(params_before)["data"]["synthetic"]["corpus_documents"] != 300
     lock = yaml.safe_load((workspace / "dvc.lock").read_text())
     assert lock["stages"]["data"]["params"]["params.yaml"]["data"]["synthetic"]["corpus_documents"] == 300
     assert "base" not in lock["stages"]  # a subset runs only its stages
+    # truthful: DVC sees the workspace's data outputs as made from other params than the file's
+    changed = json.loads(dvc(workspace, "status", "--json", "data", check=True).stdout or "{}")
+    assert changed == {"data": [{"changed deps": {"params.yaml": {"data": "modified"}}}]}, changed
 
     client = mlflow_client()
     exp = client.get_experiment_by_name(EXPERIMENT)
@@ -102,7 +108,8 @@ def test_subset_with_override_runs_the_stage_and_records_it(subset_run, workspac
     assert parent.data.params["override.data.synthetic.corpus_documents"] == "300"
     assert parent.data.params["pipeline.stages"] == "data"
     assert json.loads(parent.data.tags["r1.overrides"]) == ["data.synthetic.corpus_documents=300"]
-    assert parent.data.tags["dvc.params_sha256"] == orch.sha256_file(workspace / "params.yaml")
+    assert parent.data.tags["r1.params_file_sha256"] == orch.sha256_file(workspace / "params.yaml")
+    assert parent.data.tags["dvc.params_sha256"] != parent.data.tags["r1.params_file_sha256"]  # what the stage saw
     assert parent.data.tags["r1.profile"] == "micro"
     assert len(parent.data.tags["git.commit"]) == 40
     assert parent.data.metrics["stages_ran"] == 1
