@@ -487,9 +487,7 @@ def r1_pipeline(
     for key, value in orch.fail_fast_mlflow_client_env().items():
         os.environ.setdefault(key, value)
     experiment = os.environ.get("MLFLOW_EXPERIMENT_NAME") or cfg.project.mlflow_experiment
-    dvc_remote = orch.given_value(dvc_remote) or orch.given_value(os.environ.get("R1_DVC_REMOTE_URL"))
-    if dvc_remote:
-        orch.configure_shared_remote(root, dvc_remote, orch.given_value(os.environ.get("R1_DVC_REMOTE_ENDPOINT_URL")))
+    shared_remote = orch.shared_remote_from_env(root, dvc_remote)
     workspace_limit = workspace_limit or workspace_limit_name(root)  # after the remote: it may be the key
     gpu_limit = gpu_limit or gpu_limit_name()
     ensure_concurrency_limit(workspace_limit, 1)
@@ -502,7 +500,7 @@ def r1_pipeline(
     with hold_workspace(root, workspace_limit, workspace_wait_s, logger) as lock:
         return _run_locked(root, graph, selected, overrides, gpu_slots, timeouts, default_timeout_s, retries,
                            retry_delay_s, kill_grace_s, tracking_uri, experiment, params_path, started, gpu_limit,
-                           lock, sync=bool(dvc_remote))
+                           lock, sync=shared_remote is not None)
 
 
 def _run_locked(root, graph, selected, overrides, gpu_slots, timeouts, default_timeout_s, retries, retry_delay_s,

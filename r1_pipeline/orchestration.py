@@ -680,10 +680,10 @@ def given_value(value: str | None) -> str | None:
     return value if value and not value.startswith("{{") else None
 
 
-def shared_remote_from_env(root: str | Path) -> str | None:
-    """$R1_DVC_REMOTE_URL (+ $R1_DVC_REMOTE_ENDPOINT_URL) configured as the checkout's default remote
-    (`configure_shared_remote`); returns its name, None when the variable is unset."""
-    url = given_value(os.environ.get("R1_DVC_REMOTE_URL"))
+def shared_remote_from_env(root: str | Path, url: str | None = None) -> str | None:
+    """The shared remote (`url`, else $R1_DVC_REMOTE_URL; endpoint $R1_DVC_REMOTE_ENDPOINT_URL) configured as the
+    checkout's default remote (`configure_shared_remote`); returns its name, None when neither is set."""
+    url = given_value(url) or given_value(os.environ.get("R1_DVC_REMOTE_URL"))
     if not url:
         return None
     return configure_shared_remote(root, url, given_value(os.environ.get("R1_DVC_REMOTE_ENDPOINT_URL")))
