@@ -3,7 +3,7 @@ PY ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup test test-fast run pipeline services services-down bench bench-seeds clean
+.PHONY: setup lint format test test-fast run pipeline services services-down bench bench-seeds clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -14,6 +14,15 @@ setup: $(BIN)/python
 	$(BIN)/pip install -q "torch==2.13.0"
 	$(BIN)/pip install -q -e ".[test]"
 	@$(BIN)/r1 --help >/dev/null && echo "setup: ok"
+
+# House style, enforced: ruff lint + formatter check (config in pyproject.toml). `make format` rewrites.
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 test: setup
 	$(BIN)/python -m pytest -q --durations=25

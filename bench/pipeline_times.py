@@ -28,11 +28,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from r1_pipeline.cli import STAGES  # noqa: E402
+from r1_pipeline import paths  # noqa: E402
 from r1_pipeline.config import apply_overrides, profile_dict, to_yaml, validate  # noqa: E402
 from r1_pipeline.io import read_jsonl  # noqa: E402
-from r1_pipeline import paths  # noqa: E402
 from r1_pipeline.metrics import first_last_fifth, paired_difference  # noqa: E402
+from r1_pipeline.paths import stage_names  # noqa: E402
 
 CURATED = "data.synthetic.cold_start_scratchpad_fraction=1.0"
 MODELS = ("base", "sft", "grpo", "r1_zero", "distill", "distill_no_traces")
@@ -51,8 +51,9 @@ def run_pipeline(workdir: Path, profile: str, overrides: list[str], stages: list
     for stage in stages:
         start = time.time()
         with open(workdir / f"{stage}.log", "w") as log:
-            rc = subprocess.call([sys.executable, "-m", f"tasks.{stage}"], cwd=workdir, env=env, stdout=log,
-                                 stderr=subprocess.STDOUT)
+            rc = subprocess.call(
+                [sys.executable, "-m", f"tasks.{stage}"], cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT
+            )
         wall = time.time() - start
         metrics_file = workdir / paths.metrics_file(stage)
         work = json.loads(metrics_file.read_text()).get(f"{stage}_seconds", wall) if metrics_file.exists() else wall
@@ -63,8 +64,9 @@ def run_pipeline(workdir: Path, profile: str, overrides: list[str], stages: list
     return {"times": times, "rc": 0}
 
 
-def run_curated(main_dir: Path, workdir: Path, profile: str, overrides: list[str], threads: int | None,
-                label: str) -> dict:
+def run_curated(
+    main_dir: Path, workdir: Path, profile: str, overrides: list[str], threads: int | None, label: str
+) -> dict:
     """SFT then GRPO from the base of `main_dir` (same seed, so the same base) with the curated cold start."""
     shutil.copytree(main_dir / paths.model_dir("base"), workdir / paths.model_dir("base"))
     result = run_pipeline(workdir, profile, [*overrides, CURATED], ["data", "sft", "grpo", "evaluate"], threads)
@@ -98,8 +100,10 @@ def print_run(label: str, workdir: Path, result: dict, metrics: dict, records: l
         for a, b in (("grpo", "sft"), ("r1_zero", "base"), ("distill", "distill_no_traces")):
             d = paired_difference(records, a, b, bench)
             if d:
-                print(f"{a} - {b}: {100 * d['difference']:+.1f} points (paired SE {100 * d['stderr']:.1f}, 95% "
-                      f"interval {100 * d['ci_low']:+.1f} to {100 * d['ci_high']:+.1f}): {d['verdict']}")
+                print(
+                    f"{a} - {b}: {100 * d['difference']:+.1f} points (paired SE {100 * d['stderr']:.1f}, 95% "
+                    f"interval {100 * d['ci_low']:+.1f} to {100 * d['ci_high']:+.1f}): {d['verdict']}"
+                )
                 row[f"{a}-{b}"] = (100 * d["difference"], 100 * d["ci_low"], 100 * d["ci_high"])
         break  # the first benchmark is the headline
     curves = workdir / paths.REPORT_DIR / "rl_curves.csv"  # written by the report stage
@@ -108,9 +112,11 @@ def print_run(label: str, workdir: Path, result: dict, metrics: dict, records: l
         if rows:
             row["r1_zero_reward"] = first_last_fifth([float(r[2]) for r in rows])
             row["r1_zero_length"] = first_last_fifth([float(r[3]) for r in rows])
-            print(f"r1_zero: reward {row['r1_zero_reward'][0]:.3f} -> {row['r1_zero_reward'][1]:.3f}, completion "
-                  f"length {row['r1_zero_length'][0]:.1f} -> {row['r1_zero_length'][1]:.1f} tokens "
-                  "(first -> last fifth of steps)")
+            print(
+                f"r1_zero: reward {row['r1_zero_reward'][0]:.3f} -> {row['r1_zero_reward'][1]:.3f}, completion "
+                f"length {row['r1_zero_length'][0]:.1f} -> {row['r1_zero_length'][1]:.1f} tokens "
+                "(first -> last fifth of steps)"
+            )
     return row
 
 
@@ -124,18 +130,24 @@ def _by_benchmark(metrics: dict) -> dict[str, dict]:
 
 def print_summary(rows: list[dict]) -> None:
     print("\n## Summary (first benchmark)\n")
-    print("| run | base | sft | grpo | grpo - sft [95% CI] | r1_zero reward | r1_zero length | distill / no traces "
-          "| total s | overhead s |\n|---|---|---|---|---|---|---|---|---|---|")
+    print(
+        "| run | base | sft | grpo | grpo - sft [95% CI] | r1_zero reward | r1_zero length | distill / no traces "
+        "| total s | overhead s |\n|---|---|---|---|---|---|---|---|---|---|"
+    )
     for r in rows:
+
         def f(key):
             return f"{r[key]:.1f}" if key in r else "–"
+
         d = r.get("grpo-sft")
         diff = f"{d[0]:+.1f} [{d[1]:+.1f}, {d[2]:+.1f}]" if d else "–"
         rw = r.get("r1_zero_reward")
         ln = r.get("r1_zero_length")
-        print(f"| {r['label']} | {f('base')} | {f('sft')} | {f('grpo')} | {diff} | "
-              f"{f'{rw[0]:.2f} → {rw[1]:.2f}' if rw else '–'} | {f'{ln[0]:.0f} → {ln[1]:.0f}' if ln else '–'} | "
-              f"{f('distill')} / {f('distill_no_traces')} | {r['total_s']:.0f} | {r['overhead_s']:.0f} |")
+        print(
+            f"| {r['label']} | {f('base')} | {f('sft')} | {f('grpo')} | {diff} | "
+            f"{f'{rw[0]:.2f} → {rw[1]:.2f}' if rw else '–'} | {f'{ln[0]:.0f} → {ln[1]:.0f}' if ln else '–'} | "
+            f"{f('distill')} / {f('distill_no_traces')} | {r['total_s']:.0f} | {r['overhead_s']:.0f} |"
+        )
 
 
 def main() -> int:
@@ -143,12 +155,15 @@ def main() -> int:
     parser.add_argument("--profile", default="tiny", help="profile to run (default: tiny)")
     parser.add_argument("--workdir", help="where outputs go (default: a new temp dir; one subfolder per run)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="KEY.PATH=VALUE override")
-    parser.add_argument("--stages", default=",".join(STAGES), help="comma-separated stages (default: all)")
+    parser.add_argument("--stages", default=",".join(stage_names()), help="comma-separated stages (default: all)")
     parser.add_argument("--seeds", default="0", help="comma-separated seeds (project.seed and data.seed)")
     parser.add_argument("--threads", default="", help="comma-separated torch thread counts (default: torch's)")
-    parser.add_argument("--curated", action="store_true",
-                        help="per seed, also run SFT and GRPO from the same base with a curated cold start "
-                        f"({CURATED}): how much of GRPO's gain SFT on step-by-step traces gets alone")
+    parser.add_argument(
+        "--curated",
+        action="store_true",
+        help="per seed, also run SFT and GRPO from the same base with a curated cold start "
+        f"({CURATED}): how much of GRPO's gain SFT on step-by-step traces gets alone",
+    )
     args = parser.parse_args()
 
     root = Path(args.workdir or tempfile.mkdtemp(prefix=f"r1-bench-{args.profile}-"))
@@ -159,15 +174,25 @@ def main() -> int:
     for seed in seeds:
         for threads in thread_counts:
             label = f"seed {seed}, {threads or 'default'} thread(s)"
-            workdir = root / f"seed{seed}-threads{threads or 'default'}" if len(seeds) * len(thread_counts) > 1 else root
+            workdir = (
+                root / f"seed{seed}-threads{threads or 'default'}" if len(seeds) * len(thread_counts) > 1 else root
+            )
             overrides = [f"project.seed={seed}", f"data.seed={seed}", *args.overrides]
             result = run_pipeline(workdir, args.profile, overrides, args.stages.split(","), threads)
             failed += bool(result["rc"])
             metrics, records = eval_summary(workdir)
             rows.append(print_run(label, workdir, result, metrics, records))
             if args.curated and threads == thread_counts[0] and not result["rc"]:
-                rows.append(run_curated(workdir, root / f"seed{seed}-curated", args.profile, overrides, threads,
-                                        f"seed {seed}, curated cold start"))
+                rows.append(
+                    run_curated(
+                        workdir,
+                        root / f"seed{seed}-curated",
+                        args.profile,
+                        overrides,
+                        threads,
+                        f"seed {seed}, curated cold start",
+                    )
+                )
     if len(rows) > 1:
         print_summary(rows)
     elif (report := root / paths.REPORT_DIR / "report.md").exists():

@@ -14,7 +14,7 @@ What each row measures (synthetic data, random-init models; see docs/benchmarks.
 - SFT: tokens/s (non-pad tokens only) and MFU = 6 x params x tokens/s (and + attention FLOPs 12 x layers x
   hidden x doc_len per token, PaLM's convention, not halved for causality) over the MEASURED dense matmul peak
   of the same device (bf16 on GPU, fp32 on CPU). Variants: TRL's SFTTrainer defaults ("bare"), + packing,
-  + Liger, and our stage's SFTConfig (r1_pipeline.training.trainer_kwargs, as r1_pipeline.sft.train_sft builds
+  + Liger, and our stage's SFTConfig (r1_pipeline.training.trl_kwargs, as r1_pipeline.sft.train_sft builds
   it) with candidate speedups.
 - GRPO: TRL's GRPOTrainer, HF generation, a fixed number of completions of a fixed length per step (EOS is
   suppressed with min_new_tokens), time per optimizer step split into generation, reward, log-prob passes,
@@ -86,27 +86,61 @@ class Sizes:
 
 SIZES = {
     "gpu": Sizes(
-        model=QWEN25_05B, seq_lens=[1024, 4096], tokens_per_step=16384, sft_warmup=3, sft_steps=8,
-        grpo_prompts=8, grpo_generations=8, grpo_completion=256, grpo_prompt_tokens=(32, 96),
-        grpo_warmup=1, grpo_steps=2, matmul_n=8192,
+        model=QWEN25_05B,
+        seq_lens=[1024, 4096],
+        tokens_per_step=16384,
+        sft_warmup=3,
+        sft_steps=8,
+        grpo_prompts=8,
+        grpo_generations=8,
+        grpo_completion=256,
+        grpo_prompt_tokens=(32, 96),
+        grpo_warmup=1,
+        grpo_steps=2,
+        matmul_n=8192,
         reward_counts={"real": (6076, 10), "long": (400, 6), "plain": (300, 6), "plain_long": (20, 6)},
-        children=True, compile_seq_lens=[1024], budget_s=370, max_step_s=45,
+        children=True,
+        compile_seq_lens=[1024],
+        budget_s=370,
+        max_step_s=45,
     ),
     "cpu": Sizes(
-        model=dict(hidden=128, layers=4, heads=4, kv_heads=2, ffn=384, vocab=2048), seq_lens=[128, 512],
-        tokens_per_step=4096, sft_warmup=1, sft_steps=4,
-        grpo_prompts=4, grpo_generations=4, grpo_completion=32, grpo_prompt_tokens=(8, 24),
-        grpo_warmup=1, grpo_steps=2, matmul_n=1024,
+        model=dict(hidden=128, layers=4, heads=4, kv_heads=2, ffn=384, vocab=2048),
+        seq_lens=[128, 512],
+        tokens_per_step=4096,
+        sft_warmup=1,
+        sft_steps=4,
+        grpo_prompts=4,
+        grpo_generations=4,
+        grpo_completion=32,
+        grpo_prompt_tokens=(8, 24),
+        grpo_warmup=1,
+        grpo_steps=2,
+        matmul_n=1024,
         reward_counts={"real": (6076, 60), "long": (400, 30), "plain": (300, 30), "plain_long": (20, 30)},
-        children=True, compile_seq_lens=[128], budget_s=1800, max_step_s=600,
+        children=True,
+        compile_seq_lens=[128],
+        budget_s=1800,
+        max_step_s=600,
     ),
     "quick": Sizes(
-        model=dict(hidden=32, layers=2, heads=4, kv_heads=2, ffn=64, vocab=256), seq_lens=[32],
-        tokens_per_step=256, sft_warmup=1, sft_steps=2,
-        grpo_prompts=2, grpo_generations=2, grpo_completion=8, grpo_prompt_tokens=(4, 8),
-        grpo_warmup=1, grpo_steps=1, matmul_n=256,
+        model=dict(hidden=32, layers=2, heads=4, kv_heads=2, ffn=64, vocab=256),
+        seq_lens=[32],
+        tokens_per_step=256,
+        sft_warmup=1,
+        sft_steps=2,
+        grpo_prompts=2,
+        grpo_generations=2,
+        grpo_completion=8,
+        grpo_prompt_tokens=(4, 8),
+        grpo_warmup=1,
+        grpo_steps=1,
+        matmul_n=256,
         reward_counts={"real": (64, 5), "long": (8, 5), "plain": (8, 5), "plain_long": (2, 5)},
-        children=False, compile_seq_lens=[], budget_s=300, max_step_s=120,
+        children=False,
+        compile_seq_lens=[],
+        budget_s=300,
+        max_step_s=120,
     ),
 }
 
@@ -253,8 +287,13 @@ def measure_peak(n: int) -> dict:
         torch.matmul(a, b)
         times.append(now() - t0)
     best = min(times)
-    return {"peak_flops": 2 * n**3 / best, "matmul": f"{n}x{n}x{n} {str(dtype).replace('torch.', '')}",
-            "best_s": best, "median_s": sorted(times)[len(times) // 2], "device": dev}
+    return {
+        "peak_flops": 2 * n**3 / best,
+        "matmul": f"{n}x{n}x{n} {str(dtype).replace('torch.', '')}",
+        "best_s": best,
+        "median_s": sorted(times)[len(times) // 2],
+        "device": dev,
+    }
 
 
 def collect_header(bench: Bench) -> dict:
@@ -274,9 +313,23 @@ def collect_header(bench: Bench) -> dict:
         "cpu": f"{cpu_model}, {os.cpu_count()} logical CPUs, torch threads {torch.get_num_threads()}",
         "python": platform.python_version(),
         "load_average": " ".join(f"{x:.1f}" for x in os.getloadavg()),
-        "versions": {d: version(d) for d in (
-            "torch", "transformers", "trl", "accelerate", "deepspeed", "liger-kernel", "vllm", "flash-attn",
-            "datasets", "peft", "math-verify", "mlflow-skinny")},
+        "versions": {
+            d: version(d)
+            for d in (
+                "torch",
+                "transformers",
+                "trl",
+                "accelerate",
+                "deepspeed",
+                "liger-kernel",
+                "vllm",
+                "flash-attn",
+                "datasets",
+                "peft",
+                "math-verify",
+                "mlflow-skinny",
+            )
+        },
     }
     if cuda():
         header["cuda"] = torch.version.cuda
@@ -301,7 +354,10 @@ def build_tokenizer(vocab_size: int):
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
     tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in TAG_TOKENS])
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token=None, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+        tokenizer_object=tok,
+        bos_token=None,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
         chat_template=CHAT_TEMPLATE,
     )
     fast.padding_side = "left"
@@ -316,12 +372,19 @@ def build_model(shape: dict, tokenizer, dtype: str, max_len: int, attn: str = "s
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     config = Qwen2Config(
-        vocab_size=shape["vocab"], hidden_size=shape["hidden"], intermediate_size=shape["ffn"],
-        num_hidden_layers=shape["layers"], num_attention_heads=shape["heads"],
-        num_key_value_heads=shape["kv_heads"], max_position_embeddings=max(max_len, 32768),
-        tie_word_embeddings=True, rope_theta=1_000_000.0,
-        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=tokenizer.eos_token_id, attn_implementation=attn,
+        vocab_size=shape["vocab"],
+        hidden_size=shape["hidden"],
+        intermediate_size=shape["ffn"],
+        num_hidden_layers=shape["layers"],
+        num_attention_heads=shape["heads"],
+        num_key_value_heads=shape["kv_heads"],
+        max_position_embeddings=max(max_len, 32768),
+        tie_word_embeddings=True,
+        rope_theta=1_000_000.0,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.eos_token_id,
+        attn_implementation=attn,
     )
     torch.manual_seed(0)
     with torch.device("cuda" if cuda() else "cpu"):
@@ -458,26 +521,103 @@ SFT_VARIANTS = [
     ("bare_packing", "bare TRL + packing (bfd, padding-free)", "bare", {"packing": True}, "main"),
     ("bare_liger", "bare TRL + Liger kernels", "bare", {"use_liger_kernel": True}, "liger"),
     # fair baselines (issue 16): the same memory setting both ways, and the best bare setting a user would pick
-    ("bare_nogc", "bare TRL, gradient_checkpointing off (our memory setting)", "bare",
-     {"gradient_checkpointing": False}, "main"),
-    ("bare_best", "bare TRL best: packing + Liger, gradient_checkpointing off", "bare",
-     {"packing": True, "use_liger_kernel": True, "gradient_checkpointing": False}, "liger"),
+    (
+        "bare_nogc",
+        "bare TRL, gradient_checkpointing off (our memory setting)",
+        "bare",
+        {"gradient_checkpointing": False},
+        "main",
+    ),
+    (
+        "bare_best",
+        "bare TRL best: packing + Liger, gradient_checkpointing off",
+        "bare",
+        {"packing": True, "use_liger_kernel": True, "gradient_checkpointing": False},
+        "liger",
+    ),
     ("ours", "ours (stage SFTConfig, as configured)", "ours", {}, "main"),
-    ("ours_gc", "ours + gradient_checkpointing on (TRL's memory setting)", "ours", {"gradient_checkpointing": True},
-     "main"),
+    (
+        "ours_gc",
+        "ours + gradient_checkpointing on (TRL's memory setting)",
+        "ours",
+        {"gradient_checkpointing": True},
+        "main",
+    ),
     ("ours_packing", "ours + packing (bfd, padding-free)", "ours", {"packing": True}, "main"),
     ("ours_rows", "ours + packing in rows (sft.packing: true)", "ours", {"packed_rows": True}, "main"),
-    ("ours_rows_flex", "ours + packing in rows + flex_attention document mask (sft.packed_attention)", "ours",
-     {"packed_rows": True, "attn": "flex_attention"}, "main"),
-    ("ours_rows_liger", "ours + packing in rows + Liger", "ours", {"packed_rows": True, "use_liger_kernel": True},
-     "liger"),
-    ("ours_flash", "ours + packing + flash_attention_2", "ours", {"packing": True, "attn": "flash_attention_2"},
-     "main"),
+    (
+        "ours_rows_flex",
+        "ours + packing in rows + flex_attention document mask (sft.packed_attention)",
+        "ours",
+        {"packed_rows": True, "attn": "flex_attention"},
+        "main",
+    ),
+    (
+        "ours_rows_liger",
+        "ours + packing in rows + Liger",
+        "ours",
+        {"packed_rows": True, "use_liger_kernel": True},
+        "liger",
+    ),
+    # issue 16, 1k MFU: what a user can set on top of packing in rows + Liger (sft.packed_attention,
+    # sft.per_device_train_batch_size); "batch_mult" multiplies the bench's batch (16,384 token slots / seq_len)
+    (
+        "ours_rows_liger_flex",
+        "ours + packing in rows + Liger + flex_attention",
+        "ours",
+        {"packed_rows": True, "use_liger_kernel": True, "attn": "flex_attention"},
+        "liger",
+    ),
+    (
+        "ours_rows_liger_bs2x",
+        "ours + packing in rows + Liger, batch 2x",
+        "ours",
+        {"packed_rows": True, "use_liger_kernel": True, "batch_mult": 2},
+        "liger",
+    ),
+    (
+        "ours_rows_liger_bs4x",
+        "ours + packing in rows + Liger, batch 4x",
+        "ours",
+        {"packed_rows": True, "use_liger_kernel": True, "batch_mult": 4},
+        "liger",
+    ),
+    (
+        "ours_rows_liger_flex_bs2x",
+        "ours + packing in rows + Liger + flex_attention, batch 2x",
+        "ours",
+        {"packed_rows": True, "use_liger_kernel": True, "attn": "flex_attention", "batch_mult": 2},
+        "liger",
+    ),
+    (
+        "ours_rows_liger_flex_bs4x",
+        "ours + packing in rows + Liger + flex_attention, batch 4x",
+        "ours",
+        {"packed_rows": True, "use_liger_kernel": True, "attn": "flex_attention", "batch_mult": 4},
+        "liger",
+    ),
+    (
+        "ours_flash",
+        "ours + packing + flash_attention_2",
+        "ours",
+        {"packing": True, "attn": "flash_attention_2"},
+        "main",
+    ),
     # padded to the full length: one static shape, so it compiles once (dynamic shapes recompile mid-run)
-    ("ours_compile", "ours + torch.compile (padded to max length)", "ours", {"torch_compile": True, "pad_full": True},
-     "compile"),
-    ("ours_zero2", "ours as the stage launches it (accelerate + DeepSpeed ZeRO-2)", "ours", {"deepspeed": "zero2"},
-     "zero2"),
+    (
+        "ours_compile",
+        "ours + torch.compile (padded to max length)",
+        "ours",
+        {"torch_compile": True, "pad_full": True},
+        "compile",
+    ),
+    (
+        "ours_zero2",
+        "ours as the stage launches it (accelerate + DeepSpeed ZeRO-2)",
+        "ours",
+        {"deepspeed": "zero2"},
+        "zero2",
+    ),
 ]
 
 
@@ -497,17 +637,25 @@ def run_sft(bench: Bench, key: str, kind: str, changes: dict, seq_len: int) -> d
     import torch
     from trl import SFTConfig, SFTTrainer
 
-    from r1_pipeline.training import trainer_kwargs
+    from r1_pipeline.training import trl_kwargs
 
     sizes, mode = bench.sizes, bench.args.mode
-    batch = max(1, sizes.tokens_per_step // seq_len)
+    batch = max(1, sizes.tokens_per_step // seq_len) * changes.get("batch_mult", 1)
     warmup = max(sizes.sft_warmup, 2) if changes.get("torch_compile") else sizes.sft_warmup
     max_steps = warmup + sizes.sft_steps
     tok = build_tokenizer(sizes.model["vocab"])
     tok.padding_side = "right"
     out_dir = bench.work / f"sft_{key}_{seq_len}"
-    common = dict(output_dir=str(out_dir), max_steps=max_steps, per_device_train_batch_size=batch,
-                  max_length=seq_len, save_strategy="no", report_to=[], disable_tqdm=True, logging_steps=1)
+    common = dict(
+        output_dir=str(out_dir),
+        max_steps=max_steps,
+        per_device_train_batch_size=batch,
+        max_length=seq_len,
+        save_strategy="no",
+        report_to=[],
+        disable_tqdm=True,
+        logging_steps=1,
+    )
     if kind == "bare":
         dtype = "bf16" if cuda() else "fp32"  # what from_pretrained(dtype="auto") gives a Qwen2.5 / a tiny fp32 model
         kwargs = dict(common)
@@ -517,7 +665,7 @@ def run_sft(bench: Bench, key: str, kind: str, changes: dict, seq_len: int) -> d
         cfg = our_config(mode, [f"sft.deepspeed={changes.get('deepspeed', 'none')}"])
         sec = cfg.sft
         dtype = cfg.project.precision
-        kwargs = trainer_kwargs(sec, cfg, "sft", report=False)
+        kwargs = trl_kwargs(SFTConfig, sec, cfg, "sft", report=False)
         # as r1_pipeline.sft.train_sft adds them
         kwargs.update(max_length=seq_len, completion_only_loss=sec.completion_only_loss, packing=sec.packing)
         kwargs.update(common)
@@ -547,8 +695,14 @@ def run_sft(bench: Bench, key: str, kind: str, changes: dict, seq_len: int) -> d
             record.add(step, "slots", int(inputs["input_ids"].numel()))
             return timed(record, self, "fwd_bwd", super().training_step, model, inputs, num_items_in_batch)
 
-    trainer = BenchSFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tok,
-                              data_collator=collator, callbacks=[make_clock(record, sizes.max_step_s)])
+    trainer = BenchSFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tok,
+        data_collator=collator,
+        callbacks=[make_clock(record, sizes.max_step_s)],
+    )
     if cuda():
         torch.cuda.reset_peak_memory_stats()
     trainer.train()
@@ -556,8 +710,14 @@ def run_sft(bench: Bench, key: str, kind: str, changes: dict, seq_len: int) -> d
     steps = record.window(warmup + 1, max_steps)
     n = num_params(trainer.model)
     result = summarize_sft(steps, n, sizes.model, bench.header.get("peak", {}).get("peak_flops"))
-    result.update(params=n, batch=batch, dtype=dtype, settings=settings_of(args, changes), steps=steps,
-                  warmup_s=sum(s["time"] for s in record.window(1, warmup)))  # incl. any compilation
+    result.update(
+        params=n,
+        batch=batch,
+        dtype=dtype,
+        settings=settings_of(args, changes),
+        steps=steps,
+        warmup_s=sum(s["time"] for s in record.window(1, warmup)),
+    )  # incl. any compilation
     if cuda():
         result["peak_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
     del trainer, model
@@ -581,9 +741,14 @@ def summarize_sft(steps: list[dict], n_params: int, shape: dict, peak: float | N
     slots = sum(s.get("slots", 0) for s in steps)
     flops6n = 6 * n_params * tokens
     flops_attn = 12 * shape["layers"] * shape["hidden"] * sumsq
-    out = {"tokens_per_s": tokens / wall, "s_per_step": wall / len(steps), "s_per_step_range": step_range(steps),
-           "tokens_per_step": tokens / len(steps),
-           "pad_fraction": 1 - tokens / slots if slots else None, "timed_steps": len(steps)}
+    out = {
+        "tokens_per_s": tokens / wall,
+        "s_per_step": wall / len(steps),
+        "s_per_step_range": step_range(steps),
+        "tokens_per_step": tokens / len(steps),
+        "pad_fraction": 1 - tokens / slots if slots else None,
+        "timed_steps": len(steps),
+    }
     if peak:
         out["mfu_6n"] = flops6n / wall / peak
         out["mfu_6n_attn"] = (flops6n + flops_attn) / wall / peak
@@ -591,8 +756,16 @@ def summarize_sft(steps: list[dict], n_params: int, shape: dict, peak: float | N
 
 
 def settings_of(args, changes: dict) -> str:
-    keys = ["bf16", "gradient_checkpointing", "packing", "padding_free", "completion_only_loss",
-            "per_device_train_batch_size", "use_liger_kernel", "torch_compile"]
+    keys = [
+        "bf16",
+        "gradient_checkpointing",
+        "packing",
+        "padding_free",
+        "completion_only_loss",
+        "per_device_train_batch_size",
+        "use_liger_kernel",
+        "torch_compile",
+    ]
     parts = []
     for k in keys:
         v = getattr(args, k, None)
@@ -620,8 +793,13 @@ def grpo_rows(sizes: Sizes, n: int, seed: int = 0) -> list[dict]:
     rng = random.Random(seed)
     lo, hi = sizes.grpo_prompt_tokens
     vocab = sizes.model["vocab"]
-    return [{"problem": " ".join(f"w{rng.randrange(vocab - FIRST_WORD_ID)}" for _ in range(rng.randint(lo, hi))),
-             "answer": str(rng.randint(0, 99))} for _ in range(n)]
+    return [
+        {
+            "problem": " ".join(f"w{rng.randrange(vocab - FIRST_WORD_ID)}" for _ in range(rng.randint(lo, hi))),
+            "answer": str(rng.randint(0, 99)),
+        }
+        for _ in range(n)
+    ]
 
 
 def make_grpo_trainer_class(record: Record, completion_len: int, captured: dict, max_step_s: float | None = None):
@@ -671,12 +849,20 @@ def summarize_grpo(steps: list[dict]) -> dict:
     tokens, total_gen = sum(s.get("completion_tokens", 0) for s in steps), sum(s.get("generate", 0) for s in steps)
     comps = sum(s.get("completions", 0) for s in steps)
     return {
-        "s_per_step": step, "s_per_step_range": step_range(steps), "generate_s": gen, "reward_s": rew,
+        "s_per_step": step,
+        "s_per_step_range": step_range(steps),
+        "generate_s": gen,
+        "reward_s": rew,
         "logprob_s": max(0.0, score - gen - rew),
-        "fwd_bwd_s": max(0.0, train - score), "optimizer_s": opt, "other_s": max(0.0, step - train - opt),
-        "completion_tokens_per_step": tokens / k, "mean_completion_len": tokens / comps if comps else None,
-        "gen_tokens_per_s": tokens / total_gen if total_gen else None, "timed_steps": k,
-        "mlflow_s": mean("mlflow"), "mlflow_calls_per_step": mean("mlflow_calls"),
+        "fwd_bwd_s": max(0.0, train - score),
+        "optimizer_s": opt,
+        "other_s": max(0.0, step - train - opt),
+        "completion_tokens_per_step": tokens / k,
+        "mean_completion_len": tokens / comps if comps else None,
+        "gen_tokens_per_s": tokens / total_gen if total_gen else None,
+        "timed_steps": k,
+        "mlflow_s": mean("mlflow"),
+        "mlflow_calls_per_step": mean("mlflow_calls"),
     }
 
 
@@ -724,8 +910,11 @@ class GRPOContext:
 def grpo_overrides(sizes: Sizes, max_steps: int) -> list[str]:
     return [
         f"grpo.per_device_train_batch_size={sizes.grpo_prompts * sizes.grpo_generations}",
-        f"grpo.num_generations={sizes.grpo_generations}", f"grpo.max_completion_length={sizes.grpo_completion}",
-        f"grpo.max_steps={max_steps}", "grpo.deepspeed=none", "grpo.num_processes=1",
+        f"grpo.num_generations={sizes.grpo_generations}",
+        f"grpo.max_completion_length={sizes.grpo_completion}",
+        f"grpo.max_steps={max_steps}",
+        "grpo.deepspeed=none",
+        "grpo.num_processes=1",
     ]
 
 
@@ -736,19 +925,25 @@ def run_grpo_bare_defaults(bench: Bench, ctx: GRPOContext) -> dict:
     sizes = bench.sizes
     record, captured = Record(), {}
     cls = make_grpo_trainer_class(record, sizes.grpo_completion, captured, sizes.max_step_s)
-    kwargs = dict(output_dir=str(bench.work / "grpo_bare"), max_steps=ctx.steps(), report_to=[], save_strategy="no",
-                  per_device_train_batch_size=sizes.grpo_prompts * sizes.grpo_generations,
-                  num_generations=sizes.grpo_generations, max_completion_length=sizes.grpo_completion,
-                  disable_tqdm=True)
+    kwargs = dict(
+        output_dir=str(bench.work / "grpo_bare"),
+        max_steps=ctx.steps(),
+        report_to=[],
+        save_strategy="no",
+        per_device_train_batch_size=sizes.grpo_prompts * sizes.grpo_generations,
+        num_generations=sizes.grpo_generations,
+        max_completion_length=sizes.grpo_completion,
+        disable_tqdm=True,
+    )
     if not cuda():
         kwargs["use_cpu"] = True
     args = GRPOConfig(**kwargs)
     from r1_pipeline.modeling import load_model_and_tokenizer
 
-    model, tok = load_model_and_tokenizer(ctx.model_dir(), "cuda" if cuda() else "cpu",
-                                          "bf16" if cuda() else "fp32")
-    trainer = cls(model=model, reward_funcs=plain_rewards(), args=args, train_dataset=grpo_dataset(ctx.rows),
-                  processing_class=tok)
+    model, tok = load_model_and_tokenizer(ctx.model_dir(), "cuda" if cuda() else "cpu", "bf16" if cuda() else "fp32")
+    trainer = cls(
+        model=model, reward_funcs=plain_rewards(), args=args, train_dataset=grpo_dataset(ctx.rows), processing_class=tok
+    )
     trainer.train()
     record.check(sizes.max_step_s)
     result = summarize_grpo(record.window(sizes.grpo_warmup + 1, ctx.steps()))
@@ -758,8 +953,13 @@ def run_grpo_bare_defaults(bench: Bench, ctx: GRPOContext) -> dict:
 
 
 def grpo_settings(args) -> str:
-    parts = [f"bs={args.per_device_train_batch_size}", f"G={args.num_generations}",
-             f"len={args.max_completion_length}", f"beta={args.beta}", f"loss={args.loss_type}"]
+    parts = [
+        f"bs={args.per_device_train_batch_size}",
+        f"G={args.num_generations}",
+        f"len={args.max_completion_length}",
+        f"beta={args.beta}",
+        f"loss={args.loss_type}",
+    ]
     for k in ("bf16", "gradient_checkpointing", "use_transformers_continuous_batching", "use_vllm"):
         if getattr(args, k, False):
             parts.append(k)
@@ -791,6 +991,7 @@ def mlflow_accounting(record: Record, captured: dict):
                 step = trainer.state.global_step + 1 if trainer is not None else 0
                 record.add(step, "mlflow", time.perf_counter() - t0)
                 record.add(step, "mlflow_calls", 1)
+
         return counted
 
     for name, fn in originals.items():
@@ -802,8 +1003,9 @@ def mlflow_accounting(record: Record, captured: dict):
             setattr(mlflow, name, fn)
 
 
-def run_grpo_pipeline(bench: Bench, ctx: GRPOContext, name: str = "pipeline", env: dict | None = None,
-                      overrides: list[str] | None = None) -> dict:
+def run_grpo_pipeline(
+    bench: Bench, ctx: GRPOContext, name: str = "pipeline", env: dict | None = None, overrides: list[str] | None = None
+) -> dict:
     """r1_pipeline.grpo.train_grpo inside tracking.stage_run, in a work folder laid out as our stages expect;
     trl.GRPOConfig/GRPOTrainer are swapped for a capturing config and the timed trainer for the call."""
     import trl
@@ -831,7 +1033,11 @@ def run_grpo_pipeline(bench: Bench, ctx: GRPOContext, name: str = "pipeline", en
 
     def capture_config(**kw):
         captured["kwargs"] = dict(kw)
-        return orig_config(**kw)
+        return orig_config(**kw)  # a real GRPOConfig (the trainer pickles its args: no local subclass)
+
+    # r1_pipeline.training.trl_args reads the class's dataclass fields and name
+    capture_config.__dataclass_fields__ = orig_config.__dataclass_fields__
+    capture_config.__name__ = orig_config.__name__
 
     cwd = os.getcwd()
     saved_env = {k: os.environ.get(k) for k in (env or {})}
@@ -886,16 +1092,16 @@ def run_grpo_ours_args(bench: Bench, ctx: GRPOContext, changes: dict, name: str,
     record, captured = Record(), {}
     cls = make_grpo_trainer_class(record, sizes.grpo_completion, captured, sizes.max_step_s)
     out_dir = bench.work / f"grpo_{name}"
-    kwargs = dict(ctx.ours_kwargs, output_dir=str(out_dir), report_to=[], run_name=name,
-                  max_steps=warmup + timed_steps)
+    kwargs = dict(ctx.ours_kwargs, output_dir=str(out_dir), report_to=[], run_name=name, max_steps=warmup + timed_steps)
     if not like_pipeline:
         kwargs["save_strategy"] = "no"
     kwargs.update(changes)
     t0 = now()
     args = GRPOConfig(**kwargs)
     model, tok = load_model_and_tokenizer(ctx.model_dir(), "cuda" if cuda() else "cpu", cfg.project.precision)
-    trainer = cls(model=model, reward_funcs=plain_rewards(), args=args, train_dataset=grpo_dataset(ctx.rows),
-                  processing_class=tok)
+    trainer = cls(
+        model=model, reward_funcs=plain_rewards(), args=args, train_dataset=grpo_dataset(ctx.rows), processing_class=tok
+    )
     trainer.train()
     record.check(sizes.max_step_s)
     if like_pipeline:
@@ -915,8 +1121,12 @@ BASELINE_LABEL = "ours' GRPOConfig in a bare TRL script (baseline of the rows be
 GRPO_VARIANTS = [
     # key, label, changes (on top of the stage's GRPOConfig), needs
     ("ours_static", "ours + static KV cache", {"cache_implementation": "static"}, None),
-    ("ours_genbatch", "ours + generation_batch_size 2x (one generation per 2 steps)", {"generation_batch_size": "2x"},
-     None),
+    (
+        "ours_genbatch",
+        "ours + generation_batch_size 2x (one generation per 2 steps)",
+        {"generation_batch_size": "2x"},
+        None,
+    ),
     ("ours_vllm", "ours + vLLM colocate", {"use_vllm": True, "vllm_mode": "colocate"}, "vllm"),
     ("ours_cb", "ours + transformers continuous batching", {"use_transformers_continuous_batching": True}, None),
 ]
@@ -961,8 +1171,7 @@ def run_raw_generate(bench: Bench, ctx: GRPOContext, how: str) -> dict:
 
     sizes = bench.sizes
     rows, new = sizes.grpo_prompts * sizes.grpo_generations, sizes.grpo_completion
-    model, tok = load_model_and_tokenizer(ctx.model_dir(), "cuda" if cuda() else "cpu",
-                                          "bf16" if cuda() else "fp32")
+    model, tok = load_model_and_tokenizer(ctx.model_dir(), "cuda" if cuda() else "cpu", "bf16" if cuda() else "fp32")
     model.eval()
     decoder = CompiledDecoder(model) if how == "compiled" else None
     times, graphs = [], []
@@ -972,13 +1181,31 @@ def run_raw_generate(bench: Bench, ctx: GRPOContext, how: str) -> dict:
         t0 = now()
         with torch.no_grad():
             if decoder is not None:
-                decoder.generate(ids, mask, new, temperature=1.0, min_new_tokens=new, pad_id=tok.pad_token_id,
-                                 eos_token_ids=[tok.eos_token_id])
+                decoder.generate(
+                    ids,
+                    mask,
+                    new,
+                    temperature=1.0,
+                    min_new_tokens=new,
+                    pad_id=tok.pad_token_id,
+                    eos_token_ids=[tok.eos_token_id],
+                )
             else:
-                extra = {} if how == "dynamic" else {"cache_implementation": "static",
-                                                     "disable_compile": how == "static_nocompile"}
-                model.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=1.0,
-                               max_new_tokens=new, min_new_tokens=new, pad_token_id=tok.pad_token_id, **extra)
+                extra = (
+                    {}
+                    if how == "dynamic"
+                    else {"cache_implementation": "static", "disable_compile": how == "static_nocompile"}
+                )
+                model.generate(
+                    input_ids=ids,
+                    attention_mask=mask,
+                    do_sample=True,
+                    temperature=1.0,
+                    max_new_tokens=new,
+                    min_new_tokens=new,
+                    pad_token_id=tok.pad_token_id,
+                    **extra,
+                )
         times.append(now() - t0)
         graphs.append(graphs_compiled() - g0)
         if times[0] > 240:  # a first call this slow: do not spend the run on three more
@@ -986,9 +1213,15 @@ def run_raw_generate(bench: Bench, ctx: GRPOContext, how: str) -> dict:
     later = times[1:] or times
     mean_later = sum(later) / len(later)
     del model, decoder
-    return {"first_s": times[0], "later_s": mean_later, "later_range": f"{min(later):.2f}-{max(later):.2f}",
-            "tok_per_s": rows * new / mean_later, "graphs_per_call": "/".join(str(g) for g in graphs),
-            "settings": f"{rows} rows x {new} tokens, prompt widths vary (+0/-7/+0/-13)", "calls": times}
+    return {
+        "first_s": times[0],
+        "later_s": mean_later,
+        "later_range": f"{min(later):.2f}-{max(later):.2f}",
+        "tok_per_s": rows * new / mean_later,
+        "graphs_per_call": "/".join(str(g) for g in graphs),
+        "settings": f"{rows} rows x {new} tokens, prompt widths vary (+0/-7/+0/-13)",
+        "calls": times,
+    }
 
 
 def run_backend(bench: Bench, ctx: GRPOContext, name: str) -> dict:
@@ -997,8 +1230,9 @@ def run_backend(bench: Bench, ctx: GRPOContext, name: str) -> dict:
     from r1_pipeline.generation import get_backend
 
     new = bench.sizes.grpo_completion
-    backend = get_backend(name, ctx.model_dir(), "cuda" if cuda() else "cpu", "bf16" if cuda() else "fp32",
-                          batch_size=256)
+    backend = get_backend(
+        name, ctx.model_dir(), "cuda" if cuda() else "cpu", "bf16" if cuda() else "fp32", batch_size=256
+    )
     rows = grpo_rows(bench.sizes, 64, seed=5)
     times, tokens = [], []
     for call in range(2):
@@ -1008,15 +1242,24 @@ def run_backend(bench: Bench, ctx: GRPOContext, name: str) -> dict:
         times.append(now() - t0)
         tokens.append(sum(s.num_tokens for g in out for s in g))
     del backend
-    return {"first_s": times[0], "later_s": times[1], "later_range": f"{times[1]:.2f}",
-            "tok_per_s": tokens[1] / times[1], "graphs_per_call": "—",
-            "settings": f"32 prompts x 8 samples x <= {new} tokens, T 0.6, top-p 0.95", "calls": times}
+    return {
+        "first_s": times[0],
+        "later_s": times[1],
+        "later_range": f"{times[1]:.2f}",
+        "tok_per_s": tokens[1] / times[1],
+        "graphs_per_call": "—",
+        "settings": f"32 prompts x 8 samples x <= {new} tokens, T 0.6, top-p 0.95",
+        "calls": times,
+    }
 
 
 ROLLOUT_RAW = [
     ("gen_dynamic", "model.generate, dynamic cache (TRL's default path)", "dynamic"),
-    ("gen_static_nocompile", "model.generate, static cache, disable_compile=True (what GRPOTrainer runs)",
-     "static_nocompile"),
+    (
+        "gen_static_nocompile",
+        "model.generate, static cache, disable_compile=True (what GRPOTrainer runs)",
+        "static_nocompile",
+    ),
     ("gen_static", "model.generate, static cache, generate's own compile", "static"),
     ("gen_compiled", "r1_pipeline CompiledDecoder (hf_compiled)", "compiled"),
 ]
@@ -1034,25 +1277,42 @@ def rollout_section(bench: Bench) -> None:
             return {"status": "not run"}
         return row_result(bench, section, key, label, fn)
 
-    ours = row("grpo", "r_ours_hf", "ours: train_grpo, generation_backend hf",
-               lambda: run_grpo_pipeline(bench, ctx, "pipe_hf"))
+    ours = row(
+        "grpo", "r_ours_hf", "ours: train_grpo, generation_backend hf", lambda: run_grpo_pipeline(bench, ctx, "pipe_hf")
+    )
     bare = row("grpo", "r_bare_same", BASELINE_LABEL, lambda: run_grpo_ours_args(bench, ctx, {}, "r_bare_same"))
-    comp = row("grpo", "r_ours_compiled", "ours: train_grpo, generation_backend hf_compiled",
-               lambda: run_grpo_pipeline(bench, ctx, "pipe_compiled",
-                                         overrides=["grpo.generation_backend=hf_compiled"]))
+    comp = row(
+        "grpo",
+        "r_ours_compiled",
+        "ours: train_grpo, generation_backend hf_compiled",
+        lambda: run_grpo_pipeline(bench, ctx, "pipe_compiled", overrides=["grpo.generation_backend=hf_compiled"]),
+    )
     for base_key, base in (("bare", bare), ("ours_hf", ours)):
         if base.get("status") == "ok" and comp.get("status") == "ok":
-            bench.rows.append({
-                "section": "rollout", "key": f"ratio_{base_key}", "status": "ok",
-                "label": f"GRPO step: generation speedup hf_compiled vs {base['label']} (x)",
-                "later_s": base["generate_s"] / comp["generate_s"],
-                "tok_per_s": comp["gen_tokens_per_s"] / base["gen_tokens_per_s"],
-                "first_s": base["s_per_step"] / comp["s_per_step"], "later_range": "—", "graphs_per_call": "—",
-                "settings": "later s = generate s ratio; first s = s/step ratio; tok/s = gen tok/s ratio"})
+            bench.rows.append(
+                {
+                    "section": "rollout",
+                    "key": f"ratio_{base_key}",
+                    "status": "ok",
+                    "label": f"GRPO step: generation speedup hf_compiled vs {base['label']} (x)",
+                    "later_s": base["generate_s"] / comp["generate_s"],
+                    "tok_per_s": comp["gen_tokens_per_s"] / base["gen_tokens_per_s"],
+                    "first_s": base["s_per_step"] / comp["s_per_step"],
+                    "later_range": "—",
+                    "graphs_per_call": "—",
+                    "settings": "later s = generate s ratio; first s = s/step ratio; tok/s = gen tok/s ratio",
+                }
+            )
     bench.save()
     raw = {key: (label, how) for key, label, how in ROLLOUT_RAW}
-    order = ["gen_dynamic", "gen_compiled", "gen_static_nocompile", "backend_hf", "backend_hf_compiled",
-             "gen_static"]  # generate's own compile last: it may recompile for every prompt width
+    order = [
+        "gen_dynamic",
+        "gen_compiled",
+        "gen_static_nocompile",
+        "backend_hf",
+        "backend_hf_compiled",
+        "gen_static",
+    ]  # generate's own compile last: it may recompile for every prompt width
     for key in order:
         if key in raw:
             label, how = raw[key]
@@ -1091,7 +1351,7 @@ def run_rewards(bench: Bench, which: str) -> dict:
 
         batch = 64  # TRL calls a reward with one generation batch
         for i in range(0, len(sample), batch):
-            chunk = sample[i: i + batch]
+            chunk = sample[i : i + batch]
             t0 = time.perf_counter()
             scores = accuracy_reward([r["response"] for r in chunk], answer=[r["gold_answer"] for r in chunk])
             dt = time.perf_counter() - t0
@@ -1114,11 +1374,15 @@ def run_rewards(bench: Bench, which: str) -> dict:
                 break
     n = len(times)
     total = sum(times)
-    return {"n": n, "of": len(sample), "responses_per_s": n / total if total else None,
-            "mean_ms": 1000 * total / n if n else None,
-            "max_ms": 1000 * max(times) if times else None,
-            "agreement": agree / n if n else None,
-            "mean_chars": sum(len(r["response"]) for r in sample[:n]) / n if n else None}
+    return {
+        "n": n,
+        "of": len(sample),
+        "responses_per_s": n / total if total else None,
+        "mean_ms": 1000 * total / n if n else None,
+        "max_ms": 1000 * max(times) if times else None,
+        "agreement": agree / n if n else None,
+        "mean_chars": sum(len(r["response"]) for r in sample[:n]) / n if n else None,
+    }
 
 
 REWARD_VARIANTS = [
@@ -1132,8 +1396,9 @@ REWARD_VARIANTS = [
 # ---------------------------------------------------------------------------------------------- rows
 
 
-def row_result(bench: Bench, section: str, key: str, label: str, fn: Callable[[], dict] | None,
-               na: str | None = None, **meta) -> dict:
+def row_result(
+    bench: Bench, section: str, key: str, label: str, fn: Callable[[], dict] | None, na: str | None = None, **meta
+) -> dict:
     row = {"section": section, "key": key, "label": label, **meta}
     if na:
         row.update(status="n/a", message=na)
@@ -1171,8 +1436,15 @@ def sft_rows(bench: Bench, group: str) -> None:
                 continue
             if key == "ours_compile" and seq not in bench.sizes.compile_seq_lens:
                 continue
-            row_result(bench, "sft", key, label, lambda: run_sft(bench, key, kind, changes, seq),
-                       na=sft_na(key, changes, bench.args.mode), seq_len=seq)
+            row_result(
+                bench,
+                "sft",
+                key,
+                label,
+                lambda: run_sft(bench, key, kind, changes, seq),
+                na=sft_na(key, changes, bench.args.mode),
+                seq_len=seq,
+            )
 
 
 def grpo_section(bench: Bench) -> None:
@@ -1180,17 +1452,26 @@ def grpo_section(bench: Bench) -> None:
     sizes = bench.sizes
     row_result(bench, "grpo", "bare", "bare TRL (GRPOConfig defaults)", lambda: run_grpo_bare_defaults(bench, ctx))
     pipe = row_result(bench, "grpo", "ours", "ours: r1_pipeline.grpo.train_grpo", lambda: run_grpo_pipeline(bench, ctx))
-    bare_same = row_result(bench, "overhead", "bare_same", "bare TRL script, the same GRPOConfig",
-                           lambda: run_grpo_ours_args(bench, ctx, {}, "bare_same", like_pipeline=True))
+    bare_same = row_result(
+        bench,
+        "overhead",
+        "bare_same",
+        "bare TRL script, the same GRPOConfig",
+        lambda: run_grpo_ours_args(bench, ctx, {}, "bare_same", like_pipeline=True),
+    )
     pipe_copy = {k: v for k, v in pipe.items() if k not in ("section", "key", "label")}
     bench.rows.append({"section": "overhead", "key": "ours", "label": "ours: r1_pipeline.grpo.train_grpo", **pipe_copy})
     same_copy = {k: v for k, v in bare_same.items() if k not in ("section", "key", "label")}
     bench.rows.append({"section": "grpo", "key": "ours_bare", "label": BASELINE_LABEL, **same_copy})
     bench.rows.append(overhead_ratio("ratio", "ratio ours / bare (x)", pipe, bare_same))
     bench.save()
-    async_run = row_result(bench, "overhead", "ours_async", "ours + MLFLOW_ENABLE_ASYNC_LOGGING=true (the stage default since tracking.configure sets it)",
-                           lambda: run_grpo_pipeline(bench, ctx, "pipeline_async",
-                                                     env={"MLFLOW_ENABLE_ASYNC_LOGGING": "true"}))
+    async_run = row_result(
+        bench,
+        "overhead",
+        "ours_async",
+        "ours + MLFLOW_ENABLE_ASYNC_LOGGING=true (the stage default since tracking.configure sets it)",
+        lambda: run_grpo_pipeline(bench, ctx, "pipeline_async", env={"MLFLOW_ENABLE_ASYNC_LOGGING": "true"}),
+    )
     bench.rows.append(overhead_ratio("ratio_async", "ratio ours async / bare (x)", async_run, bare_same))
     bench.save()
     for key, label, changes, needs in GRPO_VARIANTS:
@@ -1224,29 +1505,55 @@ CHILD_GROUPS = ("liger", "compile", "zero2")
 
 
 def child_command(bench: Bench, group: str, result_file: Path) -> list[str]:
-    script = [str(Path(__file__).resolve()), "--mode", bench.args.mode, "--out", str(bench.out),
-              "--child", group, "--child-result", str(result_file), "--budget-s", str(max(1, int(bench.remaining())))]
+    script = [
+        str(Path(__file__).resolve()),
+        "--mode",
+        bench.args.mode,
+        "--out",
+        str(bench.out),
+        "--child",
+        group,
+        "--child-result",
+        str(result_file),
+        "--budget-s",
+        str(max(1, int(bench.remaining()))),
+    ]
     if bench.args.quick:
         script.append("--quick")
     if bench.args.threads:
         script += ["--threads", str(bench.args.threads)]
-    for flag, value in (("--rows", bench.args.rows), ("--seq-lens", bench.args.seq_lens),
-                        ("--max-step-s", bench.args.max_step_s)):
+    for flag, value in (
+        ("--rows", bench.args.rows),
+        ("--seq-lens", bench.args.seq_lens),
+        ("--max-step-s", bench.args.max_step_s),
+        ("--tokens-per-step", bench.args.tokens_per_step),
+    ):
         if value:
             script += [flag, str(value)]
     if group != "zero2":
         return [sys.executable, *script]
     # As r1_pipeline.stage.launch_command starts a DeepSpeed stage: accelerate launch, one process.
     config = ROOT / "infra" / "accelerate" / ("multi_gpu_zero2.yaml" if cuda() else "cpu_zero2.yaml")
-    return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config), "--num_processes", "1",
-            "--use_deepspeed", "--deepspeed_config_file", str(ROOT / "infra" / "deepspeed" / "zero2.json"), *script]
+    return [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(config),
+        "--num_processes",
+        "1",
+        "--use_deepspeed",
+        "--deepspeed_config_file",
+        str(ROOT / "infra" / "deepspeed" / "zero2.json"),
+        *script,
+    ]
 
 
 def child_rows(bench: Bench, group: str) -> list[tuple]:
     rows = []
     wanted = set(bench.args.rows.split(",")) if bench.args.rows else None
     for seq in bench.sizes.seq_lens:
-        for key, label, kind, changes, g in SFT_VARIANTS:
+        for key, label, _kind, changes, g in SFT_VARIANTS:
             if wanted is not None and key not in wanted:
                 continue
             if g == group and not (key == "ours_compile" and seq not in bench.sizes.compile_seq_lens):
@@ -1265,8 +1572,16 @@ def run_child_group(bench: Bench, group: str, min_seconds: float) -> None:
     if na or bench.remaining() < min_seconds:
         for key, label, seq, _ in wanted:
             msg = na or "skipped (time budget)"
-            bench.rows.append({"section": "sft", "key": key, "label": label, "seq_len": seq,
-                               "status": "n/a" if msg.startswith("n/a") else "skipped", "message": msg})
+            bench.rows.append(
+                {
+                    "section": "sft",
+                    "key": key,
+                    "label": label,
+                    "seq_len": seq,
+                    "status": "n/a" if msg.startswith("n/a") else "skipped",
+                    "message": msg,
+                }
+            )
         bench.save()
         return
     result_file = bench.out / "logs" / f"child-{group}.json"
@@ -1278,8 +1593,15 @@ def run_child_group(bench: Bench, group: str, min_seconds: float) -> None:
     err = None
     with open(bench.out / "logs" / f"child_{group}.log", "a") as log:
         try:
-            rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(ROOT),
-                                timeout=max(30.0, bench.remaining() + 20), start_new_session=True).returncode
+            rc = subprocess.run(
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=str(ROOT),
+                timeout=max(30.0, bench.remaining() + 20),
+                start_new_session=True,
+            ).returncode
             if rc:
                 err = f"error: child exited {rc} (see logs/child_{group}.log)"
         except subprocess.TimeoutExpired:
@@ -1289,8 +1611,14 @@ def run_child_group(bench: Bench, group: str, min_seconds: float) -> None:
         for r in json.loads(result_file.read_text()).get("rows", []):
             got[(r["key"], r.get("seq_len"))] = r
     for key, label, seq, _ in wanted:
-        row = got.get((key, seq)) or {"section": "sft", "key": key, "label": label, "seq_len": seq,
-                                      "status": "error", "message": err or "error: child wrote no result"}
+        row = got.get((key, seq)) or {
+            "section": "sft",
+            "key": key,
+            "label": label,
+            "seq_len": seq,
+            "status": "error",
+            "message": err or "error: child wrote no result",
+        }
         bench.rows.append(row)
     bench.log(f"  child {group} done in {time.time() - t0:.1f}s")
     bench.save()
@@ -1298,12 +1626,22 @@ def run_child_group(bench: Bench, group: str, min_seconds: float) -> None:
 
 def run_child(bench: Bench) -> None:
     """Inside a child process: run one group's SFT rows, write them to --child-result."""
-    bench.header["peak"] = json.loads((bench.out / "results.json").read_text())["header"].get("peak", {}) \
-        if (bench.out / "results.json").exists() else {}
+    bench.header["peak"] = (
+        json.loads((bench.out / "results.json").read_text())["header"].get("peak", {})
+        if (bench.out / "results.json").exists()
+        else {}
+    )
     for key, label, seq, changes in child_rows(bench, bench.args.child):
         kind = next(v[2] for v in SFT_VARIANTS if v[0] == key)
-        row_result(bench, "sft", key, label, lambda: run_sft(bench, key, kind, changes, seq),
-                   na=sft_na(key, changes, bench.args.mode), seq_len=seq)
+        row_result(
+            bench,
+            "sft",
+            key,
+            label,
+            lambda: run_sft(bench, key, kind, changes, seq),
+            na=sft_na(key, changes, bench.args.mode),
+            seq_len=seq,
+        )
 
 
 # ---------------------------------------------------------------------------------------------- report
@@ -1317,25 +1655,53 @@ def fmt(v: Any, spec: str = ".3g") -> str:
     return str(v)
 
 
-SFT_COLS = [("tokens/s", "tokens_per_s", ",.0f"), ("MFU (6N)", "mfu_6n", ".1%"),
-            ("MFU (6N+attn)", "mfu_6n_attn", ".1%"),
-            ("s/step (min-max)", "s_per_step_range", ""), ("tokens/step", "tokens_per_step", ",.0f"),
-            ("pad", "pad_fraction", ".1%"),
-            ("peak mem GiB", "peak_mem_gib", ".1f"), ("settings", "settings", "")]
-GRPO_COLS = [("s/step (min-max)", "s_per_step_range", ""), ("generate s", "generate_s", ".2f"),
-             ("reward s", "reward_s", ".3f"), ("logprob s", "logprob_s", ".2f"), ("fwd+bwd s", "fwd_bwd_s", ".2f"),
-             ("optimizer s", "optimizer_s", ".3f"),
-             ("other s", "other_s", ".3f"), ("completion tok/step", "completion_tokens_per_step", ",.0f"),
-             ("gen tok/s", "gen_tokens_per_s", ",.0f"), ("settings", "settings", "")]
-OVERHEAD_COLS = [("s/step", "s_per_step", ".3f"), ("generate s", "generate_s", ".3f"), ("reward s", "reward_s", ".4f"),
-                 ("other s", "other_s", ".3f"), ("MLflow s/step", "mlflow_s", ".3f"),
-                 ("MLflow calls/step", "mlflow_calls_per_step", ".1f"), ("wall s (load+train+save)", "wall_s", ".2f")]
-ROLLOUT_COLS = [("first call s", "first_s", ".2f"), ("later calls s", "later_s", ".2f"),
-                ("later range", "later_range", ""), ("tokens/s (later)", "tok_per_s", ",.0f"),
-                ("graphs compiled per call", "graphs_per_call", ""), ("settings", "settings", "")]
-REWARD_COLS = [("responses", "n", ",.0f"), ("responses/s", "responses_per_s", ",.1f"), ("mean ms", "mean_ms", ".2f"),
-               ("max ms", "max_ms", ".1f"), ("mean chars", "mean_chars", ",.0f"),
-               ("agreement with label", "agreement", ".2%")]
+SFT_COLS = [
+    ("tokens/s", "tokens_per_s", ",.0f"),
+    ("MFU (6N)", "mfu_6n", ".1%"),
+    ("MFU (6N+attn)", "mfu_6n_attn", ".1%"),
+    ("s/step (min-max)", "s_per_step_range", ""),
+    ("tokens/step", "tokens_per_step", ",.0f"),
+    ("pad", "pad_fraction", ".1%"),
+    ("peak mem GiB", "peak_mem_gib", ".1f"),
+    ("settings", "settings", ""),
+]
+GRPO_COLS = [
+    ("s/step (min-max)", "s_per_step_range", ""),
+    ("generate s", "generate_s", ".2f"),
+    ("reward s", "reward_s", ".3f"),
+    ("logprob s", "logprob_s", ".2f"),
+    ("fwd+bwd s", "fwd_bwd_s", ".2f"),
+    ("optimizer s", "optimizer_s", ".3f"),
+    ("other s", "other_s", ".3f"),
+    ("completion tok/step", "completion_tokens_per_step", ",.0f"),
+    ("gen tok/s", "gen_tokens_per_s", ",.0f"),
+    ("settings", "settings", ""),
+]
+OVERHEAD_COLS = [
+    ("s/step", "s_per_step", ".3f"),
+    ("generate s", "generate_s", ".3f"),
+    ("reward s", "reward_s", ".4f"),
+    ("other s", "other_s", ".3f"),
+    ("MLflow s/step", "mlflow_s", ".3f"),
+    ("MLflow calls/step", "mlflow_calls_per_step", ".1f"),
+    ("wall s (load+train+save)", "wall_s", ".2f"),
+]
+ROLLOUT_COLS = [
+    ("first call s", "first_s", ".2f"),
+    ("later calls s", "later_s", ".2f"),
+    ("later range", "later_range", ""),
+    ("tokens/s (later)", "tok_per_s", ",.0f"),
+    ("graphs compiled per call", "graphs_per_call", ""),
+    ("settings", "settings", ""),
+]
+REWARD_COLS = [
+    ("responses", "n", ",.0f"),
+    ("responses/s", "responses_per_s", ",.1f"),
+    ("mean ms", "mean_ms", ".2f"),
+    ("max ms", "max_ms", ".1f"),
+    ("mean chars", "mean_chars", ",.0f"),
+    ("agreement with label", "agreement", ".2%"),
+]
 
 
 def table(rows: list[dict], cols: list[tuple], first: list[tuple[str, Callable[[dict], str]]]) -> str:
@@ -1374,20 +1740,44 @@ def render(header: dict, rows: list[dict]) -> str:
         earlier = f" (+ {header['total_s_earlier']:.0f} s earlier)" if header.get("total_s_earlier") else ""
         out.append(f"- total time: {header['total_s']:.0f} s{earlier}")
     sft = [r for r in rows if r["section"] == "sft"]
-    sft.sort(key=lambda r: (r.get("seq_len", 0), [v[0] for v in SFT_VARIANTS].index(r["key"])
-                            if r["key"] in [v[0] for v in SFT_VARIANTS] else 99))
-    out += ["", "### SFT throughput (non-pad tokens; MFU vs the measured peak)", "",
-            table(sft, SFT_COLS, [("seq", lambda r: str(r.get("seq_len", ""))), ("variant", lambda r: r["label"])])]
-    out += ["", "### GRPO step (mean over timed steps; HF generation, EOS suppressed)", "",
-            table([r for r in rows if r["section"] == "grpo"], GRPO_COLS, [("variant", lambda r: r["label"])])]
+    sft.sort(
+        key=lambda r: (
+            r.get("seq_len", 0),
+            [v[0] for v in SFT_VARIANTS].index(r["key"]) if r["key"] in [v[0] for v in SFT_VARIANTS] else 99,
+        )
+    )
+    out += [
+        "",
+        "### SFT throughput (non-pad tokens; MFU vs the measured peak)",
+        "",
+        table(sft, SFT_COLS, [("seq", lambda r: str(r.get("seq_len", ""))), ("variant", lambda r: r["label"])]),
+    ]
+    out += [
+        "",
+        "### GRPO step (mean over timed steps; HF generation, EOS suppressed)",
+        "",
+        table([r for r in rows if r["section"] == "grpo"], GRPO_COLS, [("variant", lambda r: r["label"])]),
+    ]
     rollout = [r for r in rows if r["section"] == "rollout"]
     if rollout:
-        out += ["", "### Rollouts: generation calls and the hf_compiled speedup", "",
-                table(rollout, ROLLOUT_COLS, [("call", lambda r: r["label"])])]
-    out += ["", "### Pipeline overhead (same GRPO steps, same process)", "",
-            table([r for r in rows if r["section"] == "overhead"], OVERHEAD_COLS, [("run", lambda r: r["label"])])]
-    out += ["", "### Reward verification on CPU (../shared/data/graded/verifier_triples.jsonl)", "",
-            table([r for r in rows if r["section"] == "reward"], REWARD_COLS, [("input", lambda r: r["label"])])]
+        out += [
+            "",
+            "### Rollouts: generation calls and the hf_compiled speedup",
+            "",
+            table(rollout, ROLLOUT_COLS, [("call", lambda r: r["label"])]),
+        ]
+    out += [
+        "",
+        "### Pipeline overhead (same GRPO steps, same process)",
+        "",
+        table([r for r in rows if r["section"] == "overhead"], OVERHEAD_COLS, [("run", lambda r: r["label"])]),
+    ]
+    out += [
+        "",
+        "### Reward verification on CPU (../shared/data/graded/verifier_triples.jsonl)",
+        "",
+        table([r for r in rows if r["section"] == "reward"], REWARD_COLS, [("input", lambda r: r["label"])]),
+    ]
     return "\n".join(out) + "\n"
 
 
@@ -1400,21 +1790,48 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", help="output folder (default outputs/bench/<mode>)")
     p.add_argument("--quick", action="store_true", help="tiny sizes, no child processes (the smoke test)")
     p.add_argument("--budget-s", type=float, help="rows not started after this many seconds are skipped")
-    p.add_argument("--sections", default="sft,grpo,reward,liger,zero2,compile",
-                   help="comma-separated subset of sft,grpo,rollout,reward (in this process, in that order) and "
-                   "liger,zero2,compile (SFT rows in child processes, after them)")
-    p.add_argument("--rows", help="sft (main group) and rollout sections: only these row keys (comma-separated; "
-                   "SFT: the keys of SFT_VARIANTS; rollout: r_ours_hf, r_bare_same, r_ours_compiled, gen_dynamic, "
-                   "gen_compiled, gen_static_nocompile, gen_static, backend_hf, backend_hf_compiled)")
-    p.add_argument("--max-step-s", type=float, help="stop a row whose step takes longer (default: the mode's, 45 s "
-                   "on GPU; a first step that compiles flex attention at 4k took 65 s)")
+    p.add_argument(
+        "--sections",
+        default="sft,grpo,reward,liger,zero2,compile",
+        help="comma-separated subset of sft,grpo,rollout,reward (in this process, in that order) and "
+        "liger,zero2,compile (SFT rows in child processes, after them)",
+    )
+    p.add_argument(
+        "--rows",
+        help="sft (main group) and rollout sections: only these row keys (comma-separated; "
+        "SFT: the keys of SFT_VARIANTS; rollout: r_ours_hf, r_bare_same, r_ours_compiled, gen_dynamic, "
+        "gen_compiled, gen_static_nocompile, gen_static, backend_hf, backend_hf_compiled)",
+    )
+    p.add_argument(
+        "--max-step-s",
+        type=float,
+        help="stop a row whose step takes longer (default: the mode's, 45 s "
+        "on GPU; a first step that compiles flex attention at 4k took 65 s)",
+    )
+    p.add_argument(
+        "--tokens-per-step",
+        type=int,
+        help="SFT token slots per device per optimizer step (batch = this // seq_len; default: the mode's, "
+        "16,384 on GPU); one value for every row, so rows at one length compare at the same batch",
+    )
     p.add_argument("--seq-lens", help="SFT sequence lengths (comma-separated; default: the mode's, 1024,4096 on GPU)")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own choice); on a loaded CPU "
-                   "1 thread avoids OpenMP spin-waits against other processes")
-    p.add_argument("--append", action="store_true", help="keep the rows of an earlier results.json in --out "
-                   "that this run does not measure again (e.g. a second run with --sections zero2,compile)")
-    p.add_argument("--pack-logs", action="store_true", help="at the end, pack logs/ into logs.tar.gz (few files "
-                   "to copy back from a remote machine)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="torch CPU threads (default: torch's own choice); on a loaded CPU "
+        "1 thread avoids OpenMP spin-waits against other processes",
+    )
+    p.add_argument(
+        "--append",
+        action="store_true",
+        help="keep the rows of an earlier results.json in --out "
+        "that this run does not measure again (e.g. a second run with --sections zero2,compile)",
+    )
+    p.add_argument(
+        "--pack-logs",
+        action="store_true",
+        help="at the end, pack logs/ into logs.tar.gz (few files to copy back from a remote machine)",
+    )
     p.add_argument("--child", choices=CHILD_GROUPS, help=argparse.SUPPRESS)
     p.add_argument("--child-result", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -1431,6 +1848,8 @@ def main(argv: list[str] | None = None) -> int:
         sizes = dataclasses.replace(sizes, seq_lens=[int(x) for x in args.seq_lens.split(",")])
     if args.max_step_s:
         sizes = dataclasses.replace(sizes, max_step_s=args.max_step_s)
+    if args.tokens_per_step:
+        sizes = dataclasses.replace(sizes, tokens_per_step=args.tokens_per_step)
     if args.threads:
         import torch
 
@@ -1457,8 +1876,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         bench.header["peak"] = measure_peak(sizes.matmul_n)
     s = sizes.model
-    bench.header["model"] = (f"Qwen2 random init, hidden {s['hidden']}, {s['layers']} layers, {s['heads']} heads, "
-                             f"{s['kv_heads']} KV heads, FFN {s['ffn']}, vocab {s['vocab']}, tied embeddings")
+    bench.header["model"] = (
+        f"Qwen2 random init, hidden {s['hidden']}, {s['layers']} layers, {s['heads']} heads, "
+        f"{s['kv_heads']} KV heads, FFN {s['ffn']}, vocab {s['vocab']}, tied embeddings"
+    )
     bench.log(f"peak {bench.header['peak']}")
     bench.save()
     sections = set(args.sections.split(","))

@@ -41,8 +41,9 @@ def load_verifier(git_rev: str | None):
         from r1_pipeline import verify
 
         return verify
-    source = subprocess.run(["git", "show", f"{git_rev}:r1_pipeline/verify.py"], cwd=ROOT, check=True,
-                            capture_output=True, text=True).stdout
+    source = subprocess.run(
+        ["git", "show", f"{git_rev}:r1_pipeline/verify.py"], cwd=ROOT, check=True, capture_output=True, text=True
+    ).stdout
     path = Path(tempfile.mkdtemp()) / "verify_at_rev.py"
     path.write_text(source)
     spec = importlib.util.spec_from_file_location("verify_at_rev", path)
@@ -55,15 +56,18 @@ def load_verifier(git_rev: str | None):
 def checker(v, policy: str):
     """fn(response, gold) -> (correct, failed) for the verifier module `v` under `policy`."""
     if hasattr(v, "check"):
+
         def fn(response, gold):
             c = v.check(response, gold, policy)
             return c.correct, c.verdict == v.ERROR
+
         return fn
     takes_policy = "policy" in inspect.signature(v.extract_answer).parameters
 
     def old(response, gold):
         span = v.extract_answer(response, policy) if takes_policy else v.extract_answer(response)
         return v.verify(span, gold), False
+
     return old
 
 
@@ -92,8 +96,13 @@ def print_table(title: str, results: dict[str, dict]) -> None:
     names = list(results)
     groups = sorted({g for res in results.values() for g in res} - {"all"}) + ["all"]
     print(f"\n### {title}\n")
-    print("| group | n | " + " | ".join(f"{n} agreement" for n in names) + " | " +
-          " | ".join(f"{n} errors" for n in names) + " |")
+    print(
+        "| group | n | "
+        + " | ".join(f"{n} agreement" for n in names)
+        + " | "
+        + " | ".join(f"{n} errors" for n in names)
+        + " |"
+    )
     print("|---|---:|" + "---:|" * (2 * len(names)))
     for g in groups:
         n = next(res[g][0] for res in results.values() if g in res)
@@ -157,11 +166,15 @@ def main() -> None:
         fns["plain math-verify"] = plain_math_verify
     if "triples" in sections:
         triples = verify_corpus.load_triples(args.triples)
-        print_table(f"graded triples ({len(triples):,} rows, label `label`)",
-                    {name: agreement(triples, fn, "label", "benchmark") for name, fn in fns.items()})
+        print_table(
+            f"graded triples ({len(triples):,} rows, label `label`)",
+            {name: agreement(triples, fn, "label", "benchmark") for name, fn in fns.items()},
+        )
     if "corpus" in sections:
-        print_table(f"rewritten corpus ({len(corpus):,} rows, label `{args.labels}`)",
-                    {name: agreement(corpus, fn, args.labels, "group") for name, fn in fns.items()})
+        print_table(
+            f"rewritten corpus ({len(corpus):,} rows, label `{args.labels}`)",
+            {name: agreement(corpus, fn, args.labels, "group") for name, fn in fns.items()},
+        )
 
 
 if __name__ == "__main__":

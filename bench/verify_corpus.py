@@ -79,9 +79,15 @@ def _split_final(response: str) -> tuple[str, str]:
 def _row(src: dict, variant: str, response: str, label: bool, basis: str, gold=None) -> dict:
     bench = src["benchmark"]
     return {
-        "uid": f"{src['uid']}#{variant}", "benchmark": bench, "variant": variant, "group": f"{bench}/{variant}",
-        "response": response, "gold_answer": src["gold_answer"] if gold is None else gold,
-        "label": bool(label), "label_basis": basis, "source_uid": src["uid"],
+        "uid": f"{src['uid']}#{variant}",
+        "benchmark": bench,
+        "variant": variant,
+        "group": f"{bench}/{variant}",
+        "response": response,
+        "gold_answer": src["gold_answer"] if gold is None else gold,
+        "label": bool(label),
+        "label_basis": basis,
+        "source_uid": src["uid"],
     }
 
 
@@ -128,8 +134,15 @@ def math_variants(src: dict) -> list[dict]:
     rows.append(_row(src, "empty_box", response[:start] + "\\boxed{}" + response[end:], False, "no answer"))
     # the answer only inside a closed reasoning block, nothing after it: scored as the Qwen2.5-Math harness
     # scores it (the last box of the whole text; lighteval drops the block and finds nothing)
-    rows.append(_row(src, "answer_in_think", f"<think>\n{response}\n</think>\n\n", label,
-                     "source label (answer in the reasoning)"))
+    rows.append(
+        _row(
+            src,
+            "answer_in_think",
+            f"<think>\n{response}\n</think>\n\n",
+            label,
+            "source label (answer in the reasoning)",
+        )
+    )
     # reasoning cut off mid-way (generation ran out of tokens): no answer. Kept only when the cut text
     # ends in no number equal to the gold, so that no grader's last-number fallback can find one.
     cut = reasoning[: len(reasoning) // 2].rsplit(" ", 1)[0]
@@ -153,11 +166,17 @@ def gsm8k_variants(src: dict, which: set[str]) -> list[dict]:
     work, answer = response[: m.start()], m.group(1)
     rows = []
     if "prose" in which:  # the final answer stated in a sentence, no box, no phrase (the 84 false negatives)
-        rows.append(_row(src, "prose", f"{work}\nTherefore, the result is {answer} in total.", label,
-                         "source label"))
+        rows.append(_row(src, "prose", f"{work}\nTherefore, the result is {answer} in total.", label, "source label"))
     if "boxed_r1" in which:
-        rows.append(_row(src, "boxed_r1", f"<think>\n{work}\n</think>\n\nThe answer is $\\boxed{{{answer}}}$.",
-                         label, "source label"))
+        rows.append(
+            _row(
+                src,
+                "boxed_r1",
+                f"<think>\n{work}\n</think>\n\nThe answer is $\\boxed{{{answer}}}$.",
+                label,
+                "source label",
+            )
+        )
     gold = src["gold_answer"]
     if "numeric_gold" in which and re.fullmatch(r"-?\d+", gold):  # AMC stores 27.0
         rows.append(_row(src, "numeric_gold", response, label, "source label", gold=float(gold)))
@@ -190,8 +209,13 @@ def choice_variants(src: dict) -> list[dict]:
     # the response picks the letter of its own final answer when it is among the options, else (E)
     chosen = right if src["label"] else (right + 1 + _pick(uid, "wrong", 4)) % 5
     letter = _LETTERS[chosen]
-    forms = [f"\\text{{({letter})}}", f"\\textbf{{({letter})}}", f"({letter})", f"\\text{{({letter}) }}{options[chosen]}",
-             letter]
+    forms = [
+        f"\\text{{({letter})}}",
+        f"\\textbf{{({letter})}}",
+        f"({letter})",
+        f"\\text{{({letter}) }}{options[chosen]}",
+        letter,
+    ]
     form = forms[_pick(uid, "form", len(forms))]
     rewritten = listing + response[:start] + "\\boxed{" + form + "}" + response[end:]
     gold_forms = [f"\\text{{({_LETTERS[right]})}}", f"({_LETTERS[right]})", _LETTERS[right]]

@@ -40,6 +40,7 @@ import json
 import os
 import re
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -49,10 +50,10 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
-from r1_pipeline import orchestration as orch
+from r1_ops import orchestration as orch
 from r1_pipeline import stage as stage_proc
 from r1_pipeline.config import ConfigError, load_config
-from r1_pipeline.tracking import set_experiment_kind
+from r1_pipeline.tracking import git_commit, set_experiment_kind
 
 FLOW_NAME = "r1-pipeline"
 DEFAULT_TIMEOUT_S = 6 * 3600.0
@@ -167,8 +168,9 @@ def leased_slots(name: str, occupy: int, timeout_s: float | None = None, on_leas
     from prefect.concurrency._sync import acquire_concurrency_slots_with_lease, release_concurrency_slots_with_lease
     from prefect.concurrency.context import ConcurrencyContext
 
-    response = acquire_concurrency_slots_with_lease([name], occupy, timeout_seconds=timeout_s, strict=True,
-                                                    lease_duration=LEASE_S)
+    response = acquire_concurrency_slots_with_lease(
+        [name], occupy, timeout_seconds=timeout_s, strict=True, lease_duration=LEASE_S
+    )
     lease_id = response.lease_id
     events = emit_concurrency_acquisition_events(response.limits, occupy)
     if on_lease is not None:
@@ -194,15 +196,20 @@ def hold_workspace(root: Path, limit: str, wait_s: float | None, logger):
 
     start = time.monotonic()
     lock = orch.acquire_workspace_lock(
-        root, wait_s, on_wait=lambda who: logger.info("another pipeline run holds this checkout (%s): waiting", who),
-        role="r1-pipeline flow", flow_run_id=str(flow_run.get_id() or ""), workspace_limit=limit,
+        root,
+        wait_s,
+        on_wait=lambda who: logger.info("another pipeline run holds this checkout (%s): waiting", who),
+        role="r1-pipeline flow",
+        flow_run_id=str(flow_run.get_id() or ""),
+        workspace_limit=limit,
     )
     try:
         if lock.previous:
             recover_dead_flow(lock.previous, lock.path, logger, root)
         left = None if wait_s is None else max(1.0, wait_s - (time.monotonic() - start))
-        with leased_slots(limit, 1, timeout_s=left,
-                          on_lease=lambda lease: lock.update(lease_id=str(lease) if lease else None)):
+        with leased_slots(
+            limit, 1, timeout_s=left, on_lease=lambda lease: lock.update(lease_id=str(lease) if lease else None)
+        ):
             _HELD[str(root)] = lock
             try:
                 yield lock
@@ -217,15 +224,22 @@ def recover_dead_flow(previous: dict[str, Any], lock_path: Path, logger, root: P
     it is not running): release its Prefect slot leases, mark its flow run Crashed and its MLflow runs that
     still say RUNNING as KILLED, drop its dead `dvc`'s entries from DVC's rwlock. Each step is logged; none
     can fail this run."""
-    logger.warning("the previous pipeline run in this checkout (%s, flow run %s) ended without cleaning up; "
-                   "releasing what it held", stage_proc.describe_holder(previous, lock_path, held=False),
-                   previous.get("flow_run_id") or "?")
+    logger.warning(
+        "the previous pipeline run in this checkout (%s, flow run %s) ended without cleaning up; "
+        "releasing what it held",
+        stage_proc.describe_holder(previous, lock_path, held=False),
+        previous.get("flow_run_id") or "?",
+    )
     if root is not None:
         try:
             removed = orch.clear_dead_dvc_locks(root)
             for pid, cmd in sorted({(e["pid"], e["cmd"]) for e in removed}):
-                logger.warning("removed %d entries of dead pid %s (%s) from DVC's rwlock", sum(
-                    e["pid"] == pid for e in removed), pid, cmd)
+                logger.warning(
+                    "removed %d entries of dead pid %s (%s) from DVC's rwlock",
+                    sum(e["pid"] == pid for e in removed),
+                    pid,
+                    cmd,
+                )
         except Exception as exc:  # noqa: BLE001
             logger.warning("could not check DVC's rwlock: %s", exc)
     from prefect.client.orchestration import get_client
@@ -244,8 +258,11 @@ def recover_dead_flow(previous: dict[str, Any], lock_path: Path, logger, root: P
 
                 run = client.read_flow_run(UUID(previous["flow_run_id"]))
                 if run.state is not None and not run.state.is_final():
-                    client.set_flow_run_state(run.id, Crashed(message="the flow process died (found by the next "
-                                                                      "run in this checkout)"), force=True)
+                    client.set_flow_run_state(
+                        run.id,
+                        Crashed(message="the flow process died (found by the next run in this checkout)"),
+                        force=True,
+                    )
                     logger.warning("marked its flow run %s Crashed", run.id)
             except Exception as exc:  # noqa: BLE001
                 logger.warning("could not mark its flow run %s Crashed: %s", previous["flow_run_id"], exc)
@@ -255,14 +272,19 @@ def recover_dead_flow(previous: dict[str, Any], lock_path: Path, logger, root: P
 
             ml = MlflowClient(previous["tracking_uri"])
             parent = ml.get_run(previous["parent_run_id"])
-            runs = ml.search_runs([parent.info.experiment_id], filter_string=(
-                f"tags.mlflow.parentRunId = '{parent.info.run_id}' and attributes.status = 'RUNNING'"))
+            runs = ml.search_runs(
+                [parent.info.experiment_id],
+                filter_string=(f"tags.mlflow.parentRunId = '{parent.info.run_id}' and attributes.status = 'RUNNING'"),
+            )
             for run in [*runs, parent]:
                 if run.info.status == "RUNNING":
                     ml.set_tag(run.info.run_id, "r1.status", "orphaned")
                     ml.set_terminated(run.info.run_id, "KILLED")
-                    logger.warning("marked its MLflow run %s (%s) KILLED", run.info.run_id,
-                                   run.data.tags.get("r1.stage") or "parent")
+                    logger.warning(
+                        "marked its MLflow run %s (%s) KILLED",
+                        run.info.run_id,
+                        run.data.tags.get("r1.stage") or "parent",
+                    )
         except Exception as exc:  # noqa: BLE001
             logger.warning("could not close its MLflow runs: %s", exc)
 
@@ -304,16 +326,18 @@ def run_dvc_stage(stage: str, spec: dict[str, Any]) -> dict[str, Any]:
     )
     run_id = child.info.run_id
     url = mlflow_run_url(spec["ui_base"], spec["experiment_id"], run_id)
-    env = orch.subprocess_env({
-        **orch.fail_fast_mlflow_client_env(),
-        "MLFLOW_TRACKING_URI": spec["tracking_uri"],
-        "MLFLOW_EXPERIMENT_NAME": spec["experiment"],
-        "MLFLOW_RUN_ID": run_id,
-        "PREFECT__FLOW_RUN_ID": str(flow_run.get_id() or ""),
-        "R1_PIPELINE_RUN": spec["parent_run_id"],
-        "R1_PREFECT_FLOW_RUN_URL": str(flow_run.get_flow_run_ui_url() or ""),
-        **stage_proc.parent_env(),  # the stage's watchdog ends it when this process is gone
-    })
+    env = orch.subprocess_env(
+        {
+            **orch.fail_fast_mlflow_client_env(),
+            "MLFLOW_TRACKING_URI": spec["tracking_uri"],
+            "MLFLOW_EXPERIMENT_NAME": spec["experiment"],
+            "MLFLOW_RUN_ID": run_id,
+            "PREFECT__FLOW_RUN_ID": str(flow_run.get_id() or ""),
+            "R1_PIPELINE_RUN": spec["parent_run_id"],
+            "R1_PREFECT_FLOW_RUN_URL": str(flow_run.get_flow_run_ui_url() or ""),
+            **stage_proc.parent_env(),  # the stage's watchdog ends it when this process is gone
+        }
+    )
     # --pull (with a shared remote): a stage whose command, deps and params ran in another clone is restored from
     # the run cache, its outputs' objects fetched from the remote (a fresh clone has none of them locally)
     cmd = [orch.bin_path("dvc"), "repro", "--single-item", *(["--pull"] if spec.get("pull") else []), stage]
@@ -347,8 +371,10 @@ def run_dvc_stage(stage: str, spec: dict[str, Any]) -> dict[str, Any]:
     if proc.timed_out:
         client.set_tag(run_id, "r1.status", "timeout")
         client.set_terminated(run_id, "FAILED")
-        raise PermanentStageFailure(f"stage {stage} timed out after {timeout:.0f}s (process tree killed)",
-                                    {**result, "status": "failed", "error": "timeout"})
+        raise PermanentStageFailure(
+            f"stage {stage} timed out after {timeout:.0f}s (process tree killed)",
+            {**result, "status": "failed", "error": "timeout"},
+        )
     if proc.returncode != 0:
         text = "\n".join(markers)
         m = _EXIT_CODE.search(text)
@@ -359,16 +385,25 @@ def run_dvc_stage(stage: str, spec: dict[str, Any]) -> dict[str, Any]:
         last = "\n".join(proc.tail[-15:])
         info = {**result, "status": "failed", "error": f"exit {code if code is not None else proc.returncode}"}
         if code == 2:
-            raise PermanentStageFailure(f"stage {stage} exited 2 (invalid params or missing input; not retried):\n{last}", info)
+            raise PermanentStageFailure(
+                f"stage {stage} exited 2 (invalid params or missing input; not retried):\n{last}", info
+            )
         if code is None and not _TRANSIENT_DVC.search(last):
-            raise PermanentStageFailure(f"dvc repro {stage} failed (exit {proc.returncode}; not retried):\n{last}", info)
+            raise PermanentStageFailure(
+                f"dvc repro {stage} failed (exit {proc.returncode}; not retried):\n{last}", info
+            )
         raise StageFailed(f"stage {stage} failed (exit {code if code is not None else proc.returncode}):\n{last}", info)
     outcome = orch.repro_outcome(markers, stage)
     if outcome in ("skipped", "cached"):
         # DVC found nothing to do (or restored the outputs from its run cache): no stage process ran.
         client.delete_run(run_id)
-        return {**result, "status": "skipped", "note": "restored from DVC run cache" if outcome == "cached" else "unchanged",
-                "run_id": None, "run_url": None}
+        return {
+            **result,
+            "status": "skipped",
+            "note": "restored from DVC run cache" if outcome == "cached" else "unchanged",
+            "run_id": None,
+            "run_url": None,
+        }
     client.set_tag(run_id, "r1.status", "ran")
     tag_lock_entry(client, run_id, spec["project_dir"], stage)
     client.set_terminated(run_id, "FINISHED")
@@ -400,7 +435,9 @@ def results_markdown(results: list[dict[str, Any]], parent_url: str | None) -> s
     for r in results:
         link = f"[{r['run_id'][:8]}]({r['run_url']})" if r.get("run_url") else "–"
         secs = f"{r['seconds']:.1f}" if r.get("seconds") is not None else "–"
-        lines.append(f"| {r['stage']} | {r['status']} | {secs} | {r.get('attempts', '–')} | {link} | {r.get('note') or r.get('error') or ''} |")
+        lines.append(
+            f"| {r['stage']} | {r['status']} | {secs} | {r.get('attempts', '–')} | {link} | {r.get('note') or r.get('error') or ''} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -409,20 +446,68 @@ def results_table(results: list[dict[str, Any]]) -> str:
     rows = [("stage", "status", "seconds", "MLflow run")]
     for r in results:
         why = r.get("note") or r.get("error")
-        rows.append((r["stage"], r["status"] + (f" ({why})" if why else ""),
-                     f"{r['seconds']:.1f}" if r.get("seconds") is not None else "-", r.get("run_url") or "-"))
+        rows.append(
+            (
+                r["stage"],
+                r["status"] + (f" ({why})" if why else ""),
+                f"{r['seconds']:.1f}" if r.get("seconds") is not None else "-",
+                r.get("run_url") or "-",
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
 
 
-def _git_commit(project_dir: Path) -> str:
-    import subprocess
+@dataclass
+class PipelineRun:
+    """One run of the flow, filled in phase by phase: what was asked (`plan`), the workspace it holds, the
+    params it runs with (`overrides_applied`), its MLflow parent run (`open_parent_run`), what the stages did
+    (`run_stages`)."""
 
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project_dir, capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() if out.returncode == 0 else "unknown"
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
+    root: Path
+    graph: orch.StageGraph
+    selected: list[str]
+    overrides: list[str]
+    gpu_slots: dict[str, int]
+    timeouts: dict[str, float]
+    default_timeout_s: float
+    retries: int
+    retry_delay_s: float
+    kill_grace_s: float
+    tracking_uri: str
+    experiment: str
+    workspace_limit: str
+    gpu_limit: str
+    sync: bool  # a shared DVC remote: pull before the stages, `--pull` each stage, push each stage that ran
+    started: float = field(default_factory=time.time)
+    lock: Any = None  # the checkout's HolderLock while the run holds the workspace
+    params_file_sha: str = "none"  # params.yaml as git has it (without the overrides)
+    client: Any = None  # MlflowClient
+    experiment_id: str = ""
+    parent_id: str = ""
+    parent_url: str = ""
+    ui_base: str = ""
+    results: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def params_path(self) -> Path:
+        return self.root / "params.yaml"
+
+    def stage_spec(self, stage: str) -> dict[str, Any]:
+        """What the stage task needs (plain values: Prefect passes them to a task run)."""
+        return {
+            "project_dir": str(self.root),
+            "tracking_uri": self.tracking_uri,
+            "experiment": self.experiment,
+            "experiment_id": self.experiment_id,
+            "parent_run_id": self.parent_id,
+            "ui_base": self.ui_base,
+            "timeout_s": float(self.timeouts.get(stage, self.default_timeout_s)),
+            "gpu_slots": self.gpu_slots.get(stage, 0),
+            "kill_grace_s": self.kill_grace_s,
+            "gpu_limit": self.gpu_limit,
+            "pull": self.sync,
+        }
 
 
 @flow(name=FLOW_NAME, log_prints=True)
@@ -466,170 +551,243 @@ def r1_pipeline(
             pod's results outlive it.
     """
     logger = get_run_logger()
-    started = time.time()
+    run = plan(
+        stages,
+        overrides,
+        gpu_slots,
+        timeouts,
+        default_timeout_s,
+        retries,
+        retry_delay_s,
+        kill_grace_s,
+        project_dir,
+        workspace_limit,
+        gpu_limit,
+        dvc_remote,
+    )
+    logger.info("stages (from dvc dag): %s; running: %s", " -> ".join(run.graph.order), ", ".join(run.selected))
+    logger.info("waiting for the workspace slot %r", run.workspace_limit)
+    with hold_workspace(run.root, run.workspace_limit, workspace_wait_s, logger) as run.lock:
+        with overrides_applied(run, logger):
+            open_parent_run(run)
+            failure = run_stages(run, logger)
+    logger.info("stage results:\n%s", results_table(run.results))
+    if failure is not None:
+        raise PipelineFailed(f"{failure}\n\n{results_table(run.results)}", run.results)
+    return run.results
+
+
+# ------------------------------------------------------------------------------------------ 1. the request
+
+
+def plan(
+    stages,
+    overrides,
+    gpu_slots,
+    timeouts,
+    default_timeout_s,
+    retries,
+    retry_delay_s,
+    kill_grace_s,
+    project_dir,
+    workspace_limit,
+    gpu_limit,
+    dvc_remote,
+) -> PipelineRun:
+    """Everything that can be wrong with the request fails here, before anything runs or is written."""
     root = Path(project_dir or os.getcwd()).resolve()
     overrides = list(overrides or [])
     gpu_slots = {k: int(v) for k, v in (gpu_slots or {}).items()}
     timeouts = dict(timeouts or {})
-
-    # 1. Everything that can be wrong with the request fails here, before anything runs or is written.
     graph = orch.stage_graph(root)
     selected = graph.select(stages)
     graph.check_keys(timeouts, "timeouts")
     graph.check_keys(gpu_slots, "gpu_slots")
-    params_path = root / "params.yaml"
     try:
-        cfg = load_config(params_path, overrides)
+        cfg = load_config(root / "params.yaml", overrides)
     except ConfigError as exc:
         raise ConfigError(f"invalid params or overrides (params.yaml left untouched):\n{exc}") from None
-    tracking_uri = orch.resolve_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI") or cfg.project.mlflow_tracking_uri, root)
+    tracking_uri = orch.resolve_tracking_uri(
+        os.environ.get("MLFLOW_TRACKING_URI") or cfg.project.mlflow_tracking_uri, root
+    )
     orch.check_mlflow(tracking_uri)
     for key, value in orch.fail_fast_mlflow_client_env().items():
         os.environ.setdefault(key, value)
-    experiment = os.environ.get("MLFLOW_EXPERIMENT_NAME") or cfg.project.mlflow_experiment
     shared_remote = orch.shared_remote_from_env(root, dvc_remote)
-    workspace_limit = workspace_limit or workspace_limit_name(root)  # after the remote: it may be the key
-    gpu_limit = gpu_limit or gpu_limit_name()
-    ensure_concurrency_limit(workspace_limit, 1)
+    run = PipelineRun(
+        root=root,
+        graph=graph,
+        selected=selected,
+        overrides=overrides,
+        gpu_slots=gpu_slots,
+        timeouts=timeouts,
+        default_timeout_s=default_timeout_s,
+        retries=retries,
+        retry_delay_s=retry_delay_s,
+        kill_grace_s=kill_grace_s,
+        tracking_uri=tracking_uri,
+        experiment=os.environ.get("MLFLOW_EXPERIMENT_NAME") or cfg.project.mlflow_experiment,
+        workspace_limit=workspace_limit or workspace_limit_name(root),  # after the remote: it may be the key
+        gpu_limit=gpu_limit or gpu_limit_name(),
+        sync=shared_remote is not None,
+    )
+    ensure_concurrency_limit(run.workspace_limit, 1)
     if any(gpu_slots.get(s, 0) > 0 for s in selected):
         need = max(gpu_slots.get(s, 0) for s in selected)
-        ensure_concurrency_limit(gpu_limit, need, at_least=need)
-
-    logger.info("stages (from dvc dag): %s; running: %s", " -> ".join(graph.order), ", ".join(selected))
-    logger.info("waiting for the workspace slot %r", workspace_limit)
-    with hold_workspace(root, workspace_limit, workspace_wait_s, logger) as lock:
-        return _run_locked(root, graph, selected, overrides, gpu_slots, timeouts, default_timeout_s, retries,
-                           retry_delay_s, kill_grace_s, tracking_uri, experiment, params_path, started, gpu_limit,
-                           lock, sync=shared_remote is not None)
+        ensure_concurrency_limit(run.gpu_limit, need, at_least=need)
+    return run
 
 
-def _run_locked(root, graph, selected, overrides, gpu_slots, timeouts, default_timeout_s, retries, retry_delay_s,
-                kill_grace_s, tracking_uri, experiment, params_path, started, gpu_limit,
-                lock, sync: bool = False) -> list[dict[str, Any]]:
-    logger = get_run_logger()
-    # 2. The overrides go into params.yaml for this run only (validated again, now that this run owns the
-    # workspace): DVC hashes the values the stages run with, and the file's own bytes come back at the end.
+# ---------------------------------------------------------------------------------- 2. params for this run
+
+
+@contextlib.contextmanager
+def overrides_applied(run: PipelineRun, logger):
+    """The overrides go into params.yaml for this run only (validated again, now that this run owns the
+    workspace): DVC hashes the values the stages run with, and the file's own bytes come back at the end."""
     overlay = None
     try:
-        with orch.params_overlay(root, overrides, params_path.name) as overlay:
+        with orch.params_overlay(run.root, run.overrides, run.params_path.name) as overlay:
             if overlay.recovered:
-                logger.warning("params.yaml: a previous run in this checkout died with its overrides applied; %s",
-                               "put the file back" if overlay.recovered == "restored" else
-                               f"the file had been edited since, kept as is (its bytes from before that run: "
-                               f"{orch.PARAMS_KEPT})")
+                logger.warning(
+                    "params.yaml: a previous run in this checkout died with its overrides applied; %s",
+                    "put the file back"
+                    if overlay.recovered == "restored"
+                    else f"the file had been edited since, kept as is (its bytes from before that run: "
+                    f"{orch.PARAMS_KEPT})",
+                )
             if overlay.written:
-                logger.info("params.yaml: overrides applied for this run (undone when it ends): %s", " ".join(overrides))
-            return _run_stages(root, graph, selected, overrides, gpu_slots, timeouts, default_timeout_s, retries,
-                               retry_delay_s, kill_grace_s, tracking_uri, experiment, params_path, started,
-                               gpu_limit, lock, sync, overlay.file_sha256 or "none")
+                logger.info(
+                    "params.yaml: overrides applied for this run (undone when it ends): %s", " ".join(run.overrides)
+                )
+            run.params_file_sha = overlay.file_sha256 or "none"
+            yield
     finally:
         if overlay is not None and overlay.outcome == "restored":
             logger.info("params.yaml: back to its own bytes (the overrides stay in dvc.lock and MLflow)")
         elif overlay is not None and overlay.outcome == "kept":
-            logger.warning("params.yaml was edited during the run: kept as is; its bytes from before the run: %s",
-                           orch.PARAMS_KEPT)
+            logger.warning(
+                "params.yaml was edited during the run: kept as is; its bytes from before the run: %s", orch.PARAMS_KEPT
+            )
 
 
-def _run_stages(root, graph, selected, overrides, gpu_slots, timeouts, default_timeout_s, retries, retry_delay_s,
-                kill_grace_s, tracking_uri, experiment, params_path, started, gpu_limit, lock, sync,
-                params_file_sha) -> list[dict[str, Any]]:
+# ------------------------------------------------------------------------------------ 3. the parent run
+
+
+def open_parent_run(run: PipelineRun) -> None:
+    """The MLflow parent run (one child run per stage attempt hangs under it) and the Prefect artifacts that
+    say how to reproduce this run."""
     from mlflow import MlflowClient
     from prefect.runtime import flow_run
 
     logger = get_run_logger()
-    lock_before = orch.sha256_file(root / "dvc.lock") or "none"
-    params_sha = orch.sha256_file(params_path) or "none"  # the params the stages see (with the overrides)
-
-    # 3. The MLflow parent run.
-    client = MlflowClient(tracking_uri)
-    exp = client.get_experiment_by_name(experiment)
+    lock_before = orch.sha256_file(run.root / "dvc.lock") or "none"
+    params_sha = orch.sha256_file(run.params_path) or "none"  # the params the stages see (with the overrides)
+    client = run.client = MlflowClient(run.tracking_uri)
+    exp = client.get_experiment_by_name(run.experiment)
     if exp is not None:
-        experiment_id = exp.experiment_id
-    elif tracking_uri.startswith(("http://", "https://")):
-        experiment_id = client.create_experiment(experiment)  # the server decides where artifacts go
+        run.experiment_id = exp.experiment_id
+    elif run.tracking_uri.startswith(("http://", "https://")):
+        run.experiment_id = client.create_experiment(run.experiment)  # the server decides where artifacts go
     else:
         # A local store: artifacts next to it in the project (./mlruns), whatever this process's cwd is.
-        experiment_id = client.create_experiment(experiment, artifact_location=(root / "mlruns" / experiment).as_uri())
-    set_experiment_kind(client, experiment_id)  # MLflow 3's UI: the training view, not the GenAI one
-    flow_run_id = str(flow_run.get_id() or "")
-    ui_base = mlflow_ui_base(tracking_uri)
-    profile = orch.params_profile(params_path) or "custom"
-    commit = _git_commit(root)
+        run.experiment_id = client.create_experiment(
+            run.experiment, artifact_location=(run.root / "mlruns" / run.experiment).as_uri()
+        )
+    set_experiment_kind(client, run.experiment_id)  # MLflow 3's UI: the training view, not the GenAI one
+    run.ui_base = mlflow_ui_base(run.tracking_uri)
+    profile = orch.params_profile(run.params_path) or "custom"
+    commit = git_commit(run.root) or "unknown"
     tags = {
         "r1.pipeline": "parent",
         "git.commit": commit,
         "dvc.params_sha256": params_sha,
-        "r1.params_file_sha256": params_file_sha,
+        "r1.params_file_sha256": run.params_file_sha,
         "dvc.lock_sha256": lock_before,
-        "prefect.flow_run_id": flow_run_id,
+        "prefect.flow_run_id": str(flow_run.get_id() or ""),
         "prefect.flow_run_name": str(flow_run.get_name() or ""),
         "r1.profile": profile,
-        "r1.overrides": json.dumps(overrides),
-        "r1.stages": ",".join(selected),
+        "r1.overrides": json.dumps(run.overrides),
+        "r1.stages": ",".join(run.selected),
     }
     if flow_run.get_flow_run_ui_url():
         tags["prefect.flow_run_url"] = str(flow_run.get_flow_run_ui_url())
-    parent = client.create_run(experiment_id, run_name=f"pipeline {flow_run.get_name() or ''}".strip(), tags=tags)
-    parent_id = parent.info.run_id
-    lock.update(tracking_uri=tracking_uri, parent_run_id=parent_id)  # for the next run, should this one die
-    parent_url = mlflow_run_url(ui_base, experiment_id, parent_id)
-    client.log_param(parent_id, "pipeline.stages", ",".join(selected))
-    client.log_param(parent_id, "pipeline.profile", profile)
-    for item in overrides:
+    parent = client.create_run(run.experiment_id, run_name=f"pipeline {flow_run.get_name() or ''}".strip(), tags=tags)
+    run.parent_id = parent.info.run_id
+    run.lock.update(tracking_uri=run.tracking_uri, parent_run_id=run.parent_id)  # for the next run, should this one die
+    run.parent_url = mlflow_run_url(run.ui_base, run.experiment_id, run.parent_id)
+    client.log_param(run.parent_id, "pipeline.stages", ",".join(run.selected))
+    client.log_param(run.parent_id, "pipeline.profile", profile)
+    for item in run.overrides:
         key, value = item.split("=", 1)
-        client.log_param(parent_id, f"override.{key.strip()}", value[:6000])
-    create_link_artifact(parent_url, link_text=f"MLflow parent run {parent_id}", key="r1-mlflow-run",
-                         description="The MLflow parent run of this pipeline run (one child run per stage).")
-    create_markdown_artifact(
-        "\n".join([
-            "# r1-pipeline run parameters", "",
-            f"- profile: `{profile}`",
-            f"- overrides: {', '.join(f'`{o}`' for o in overrides) or 'none'}",
-            f"- params.yaml sha256: `{params_file_sha}` (the file); `{params_sha}` (with the overrides, as the "
-            "stages and dvc.lock saw it during the run)",
-            f"- git commit: `{commit}`",
-            f"- dvc.lock sha256 before the run: `{lock_before}`",
-            f"- stages: {', '.join(selected)}",
-            f"- MLflow parent run: [{parent_id}]({parent_url})",
-            "",
-            "Reproduce: `git checkout " + commit + "` then `r1 run" + "".join(f" --set {o}" for o in overrides)
-            + (f" --stages {','.join(selected)}" if len(selected) < len(graph.order) else "") + "` "
-            "(or `dvc exp run" + "".join(f" -S {o}" for o in overrides) + "`).",
-        ]) + "\n",
-        key="r1-run-params", description="Profile, overrides and hashes that reproduce this run.",
+        client.log_param(run.parent_id, f"override.{key.strip()}", value[:6000])
+    create_link_artifact(
+        run.parent_url,
+        link_text=f"MLflow parent run {run.parent_id}",
+        key="r1-mlflow-run",
+        description="The MLflow parent run of this pipeline run (one child run per stage).",
     )
-    logger.info("MLflow parent run: %s", parent_url)
+    create_markdown_artifact(
+        "\n".join(
+            [
+                "# r1-pipeline run parameters",
+                "",
+                f"- profile: `{profile}`",
+                f"- overrides: {', '.join(f'`{o}`' for o in run.overrides) or 'none'}",
+                f"- params.yaml sha256: `{run.params_file_sha}` (the file); `{params_sha}` (with the overrides, as the "
+                "stages and dvc.lock saw it during the run)",
+                f"- git commit: `{commit}`",
+                f"- dvc.lock sha256 before the run: `{lock_before}`",
+                f"- stages: {', '.join(run.selected)}",
+                f"- MLflow parent run: [{run.parent_id}]({run.parent_url})",
+                "",
+                "Reproduce: `git checkout "
+                + commit
+                + "` then `r1 run"
+                + "".join(f" --set {o}" for o in run.overrides)
+                + (f" --stages {','.join(run.selected)}" if len(run.selected) < len(run.graph.order) else "")
+                + "` "
+                "(or `dvc exp run" + "".join(f" -S {o}" for o in run.overrides) + "`).",
+            ]
+        )
+        + "\n",
+        key="r1-run-params",
+        description="Profile, overrides and hashes that reproduce this run.",
+    )
+    logger.info("MLflow parent run: %s", run.parent_url)
 
-    # 4. The stages. Up to date at the start and no direct upstream ran: skipped without calling DVC.
-    if sync:  # a fresh clone: what other clones computed comes back as DVC's run cache and outputs
-        logger.info("dvc pull --run-cache from %s", orch.dvc_default_remote(root))
-        logger.info("%s", orch.dvc_sync(root, "pull").strip()[-2000:])
-    status = orch.dvc_status(root)
-    results: list[dict[str, Any]] = []
+
+# ---------------------------------------------------------------------------------------- 4. the stages
+
+
+def run_stages(run: PipelineRun, logger) -> StageFailed | None:
+    """Each selected stage in order, as a Prefect task; a stage up to date at the start whose direct upstream
+    did not run is skipped without calling DVC. After a failure the rest are `not run`. The parent run ends
+    FINISHED / FAILED / KILLED (cancelled) whatever happens, with the report attached."""
+    if run.sync:  # a fresh clone: what other clones computed comes back as DVC's run cache and outputs
+        logger.info("dvc pull --run-cache from %s", orch.dvc_default_remote(run.root))
+        logger.info("%s", orch.dvc_sync(run.root, "pull").strip()[-2000:])
+    status = orch.dvc_status(run.root)
+    results = run.results
     ran: set[str] = set()
     failure: StageFailed | None = None
     final_status = "FAILED"
     try:
-        for stage in selected:
+        for stage in run.selected:
             if failure is not None:
                 results.append({"stage": stage, "status": "not run", "note": f"{failure.result['stage']} failed"})
                 continue
-            if stage not in status and not (graph.upstream.get(stage, set()) & ran):
+            if stage not in status and not (run.graph.upstream.get(stage, set()) & ran):
                 logger.info("%s: up to date (dvc status), skipped", stage)
                 results.append({"stage": stage, "status": "skipped", "seconds": 0.0, "note": "up to date"})
                 continue
-            spec = {
-                "project_dir": str(root), "tracking_uri": tracking_uri, "experiment": experiment,
-                "experiment_id": experiment_id, "parent_run_id": parent_id, "ui_base": ui_base,
-                "timeout_s": float(timeouts.get(stage, default_timeout_s)), "gpu_slots": gpu_slots.get(stage, 0),
-                "kill_grace_s": kill_grace_s, "gpu_limit": gpu_limit, "pull": sync,
-            }
             task_fn = run_dvc_stage.with_options(
-                task_run_name=stage, retries=retries,
-                retry_delay_seconds=exponential_backoff(retry_delay_s)(retries) if retries else 0,
+                task_run_name=stage,
+                retries=run.retries,
+                retry_delay_seconds=exponential_backoff(run.retry_delay_s)(run.retries) if run.retries else 0,
             )
             try:
-                res = task_fn(stage, spec)
+                res = task_fn(stage, run.stage_spec(stage))
             except StageFailed as exc:
                 failure = exc
                 results.append(exc.result)
@@ -638,31 +796,36 @@ def _run_stages(root, graph, selected, overrides, gpu_slots, timeouts, default_t
             results.append(res)
             if res["status"] == "ran":
                 ran.add(stage)
-                if sync:  # at once, so a pod killed later keeps what it finished
-                    orch.dvc_sync(root, "push", [stage])
+                if run.sync:  # at once, so a pod killed later keeps what it finished
+                    orch.dvc_sync(run.root, "push", [stage])
                     logger.info("%s: pushed outputs and run cache to the shared remote", stage)
         final_status = "FAILED" if failure else "FINISHED"
     except BaseException:
         final_status = "KILLED"
         done = {r["stage"] for r in results}
-        results += [{"stage": s, "status": "cancelled"} for s in selected if s not in done]
+        results += [{"stage": s, "status": "cancelled"} for s in run.selected if s not in done]
         raise
     finally:
-        try:
-            client.set_tag(parent_id, "dvc.lock_sha256.end", orch.sha256_file(root / "dvc.lock") or "none")
-            client.log_metric(parent_id, "pipeline_seconds", time.time() - started)
-            client.log_metric(parent_id, "stages_ran", sum(r["status"] == "ran" for r in results))
-            client.log_metric(parent_id, "stages_skipped", sum(r["status"] == "skipped" for r in results))
-            for path in (params_path, root / "dvc.lock"):
-                if path.exists():
-                    client.log_artifact(parent_id, str(path))
-            attach_report(client, parent_id, root, results)
-            client.set_terminated(parent_id, final_status)
-            create_markdown_artifact(results_markdown(results, parent_url), key="r1-stage-results",
-                                     description="Per-stage status, time and MLflow child run.")
-        except Exception as exc:  # never hide the run's own outcome behind a reporting error
-            logger.warning("could not finish the MLflow parent run / artifacts: %s", exc)
-    logger.info("stage results:\n%s", results_table(results))
-    if failure is not None:
-        raise PipelineFailed(f"{failure}\n\n{results_table(results)}", results)
-    return results
+        close_parent_run(run, final_status, logger)
+    return failure
+
+
+def close_parent_run(run: PipelineRun, final_status: str, logger) -> None:
+    client, parent_id = run.client, run.parent_id
+    try:
+        client.set_tag(parent_id, "dvc.lock_sha256.end", orch.sha256_file(run.root / "dvc.lock") or "none")
+        client.log_metric(parent_id, "pipeline_seconds", time.time() - run.started)
+        client.log_metric(parent_id, "stages_ran", sum(r["status"] == "ran" for r in run.results))
+        client.log_metric(parent_id, "stages_skipped", sum(r["status"] == "skipped" for r in run.results))
+        for path in (run.params_path, run.root / "dvc.lock"):
+            if path.exists():
+                client.log_artifact(parent_id, str(path))
+        attach_report(client, parent_id, run.root, run.results)
+        client.set_terminated(parent_id, final_status)
+        create_markdown_artifact(
+            results_markdown(run.results, run.parent_url),
+            key="r1-stage-results",
+            description="Per-stage status, time and MLflow child run.",
+        )
+    except Exception as exc:  # never hide the run's own outcome behind a reporting error
+        logger.warning("could not finish the MLflow parent run / artifacts: %s", exc)

@@ -17,9 +17,14 @@ def format_completion(reasoning: str | None, answer: str) -> str:
 
 
 def completion_text(completion) -> str:
-    """A completion as text, whether TRL passes a string or a conversational list of messages."""
+    """A completion (or prompt) as text, whether TRL passes a string or a conversational list of messages: a
+    string as is, a message list as its messages' contents joined by newlines (a multi-message completion, a
+    system + user prompt); anything else ''."""
     if isinstance(completion, str):
         return completion
-    if isinstance(completion, list) and completion and isinstance(completion[-1], dict):
-        return str(completion[-1].get("content", ""))
-    return str(completion)
+    if isinstance(completion, dict):
+        completion = [completion]
+    if isinstance(completion, (list, tuple)):
+        parts = [m.get("content") for m in completion if isinstance(m, dict)]
+        return "\n".join(p for p in parts if isinstance(p, str))
+    return ""

@@ -163,8 +163,10 @@ def format_reports(reports: list[DepsReport]) -> str:
         if r.ok:
             continue
         if r.missing:
-            lines.append(f"dvc.yaml: stage {r.stage}: missing code deps (imported by tasks/{r.stage}.py): "
-                         + ", ".join(r.missing))
+            lines.append(
+                f"dvc.yaml: stage {r.stage}: missing code deps (imported by tasks/{r.stage}.py): "
+                + ", ".join(r.missing)
+            )
         if r.unused:
             lines.append(f"dvc.yaml: stage {r.stage}: code deps it does not import: " + ", ".join(r.unused))
         lines.append(f"  expected code deps: [{', '.join(r.expected)}]")

@@ -2,7 +2,8 @@
 
 `params.yaml` is the effective config that DVC tracks. Profiles (`profiles/<name>.yaml`) are overlays on the
 schema defaults (which are the `tiny` CPU profile); `r1 config use <profile>` writes the merged, validated
-result to `params.yaml`. Any value can be overridden with `--set key.path=value` (YAML-parsed) or
+result to `params.yaml`. The `r1_zero` section is an overlay of `grpo` in turn: it holds `enabled` and only
+the values that differ, the rest is grpo's (Config._r1_zero_over_grpo). Any value can be overridden with `--set key.path=value` (YAML-parsed) or
 `dvc exp run -S key.path=value`.
 
 Validation errors are reported as one line per problem naming the key path, e.g.
@@ -16,9 +17,18 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from r1_pipeline.paths import PROJECT_ROOT
+
 PROFILES_DIR = PROJECT_ROOT / "profiles"
 
 
@@ -34,7 +44,7 @@ class Section(BaseModel):
 # --------------------------------------------------------------------------------------------------- project
 
 
-class ProjectConfig(Section):
+class ProjectParams(Section):
     seed: int = Field(0, ge=0, description="Global seed; stages derive their own seeds from it.")
     mlflow_experiment: str = Field(
         "r1-pipeline", min_length=1, description="MLflow experiment that every stage run is logged to."
@@ -55,17 +65,21 @@ class ProjectConfig(Section):
 # ------------------------------------------------------------------------------------------------------ data
 
 
-class SyntheticTaskConfig(Section):
+class SyntheticTaskParams(Section):
     """Chains of additions/subtractions whose running total stays in [0, total_max]."""
 
     chain_lengths: list[int] = Field(
-        [4], min_length=1, description="Numbers of operations per problem; one difficulty level each. One length "
+        [4],
+        min_length=1,
+        description="Numbers of operations per problem; one difficulty level each. One length "
         "keeps the scratchpad's columns at one offset, which the tiny base learns on every seed.",
     )
     first_operand_max: int = Field(9, ge=1, description="First operand is drawn from 1..first_operand_max.")
     operand_max: int = Field(5, ge=1, description="Later operands are drawn from 1..operand_max.")
     total_max: int = Field(
-        9, ge=1, description="Running totals are kept in 0..total_max (answers too: chance is 1/(total_max+1)). "
+        9,
+        ge=1,
+        description="Running totals are kept in 0..total_max (answers too: chance is 1/(total_max+1)). "
         "With 19 the tiny base needs 3x the steps to learn the additions table.",
     )
     heldout_fraction: float = Field(
@@ -84,7 +98,10 @@ class SyntheticTaskConfig(Section):
         0.1, ge=0, le=1, description="Share of corpus documents with a wrong step or answer (a noisy base)."
     )
     cold_start_scratchpad_fraction: float = Field(
-        0.25, ge=0, le=1, description="Share of synthetic cold-start examples whose <think> is the step-by-step "
+        0.25,
+        ge=0,
+        le=1,
+        description="Share of synthetic cold-start examples whose <think> is the step-by-step "
         "scratchpad; the others only restate the problem (a cold start that fixes the format, not the habit). "
         "1.0 is the curated cold start (`make bench-seeds` reports both).",
     )
@@ -108,7 +125,7 @@ class SyntheticTaskConfig(Section):
         return v
 
 
-class SourceConfig(Section):
+class SourceParams(Section):
     """One data source, normalized into {id, source, problem, answer, solution}."""
 
     name: str = Field(..., min_length=1, description="Source name, used in record ids and stats.")
@@ -137,7 +154,7 @@ class SourceConfig(Section):
     limit: Optional[int] = Field(None, ge=1, description="Keep at most this many records (after shuffling).")
 
     @model_validator(mode="after")
-    def _needs_location(self) -> "SourceConfig":
+    def _needs_location(self) -> "SourceParams":
         if self.type in ("jsonl", "parquet") and not self.path:
             raise ValueError(f"type {self.type} needs `path`")
         if self.type == "hf" and not self.hf_id:
@@ -147,28 +164,26 @@ class SourceConfig(Section):
         return self
 
 
-class DataConfig(Section):
+class DataParams(Section):
     seed: int = Field(0, ge=0, description="Seed for shuffling, sampling and splits (deterministic outputs).")
-    synthetic: SyntheticTaskConfig = Field(
-        default_factory=SyntheticTaskConfig, description="The synthetic verifiable task."
+    synthetic: SyntheticTaskParams = Field(
+        default_factory=SyntheticTaskParams, description="The synthetic verifiable task."
     )
-    rl_sources: list[SourceConfig] = Field(
-        default_factory=lambda: [SourceConfig(name="arith", type="synthetic", split="train", limit=3000)],
+    rl_sources: list[SourceParams] = Field(
+        default_factory=lambda: [SourceParams(name="arith", type="synthetic", split="train", limit=3000)],
         min_length=1,
         description="Sources of RL prompts with verifiable answers.",
     )
-    cold_start_sources: list[SourceConfig] = Field(
-        default_factory=lambda: [SourceConfig(name="arith", type="synthetic", split="train", limit=256)],
+    cold_start_sources: list[SourceParams] = Field(
+        default_factory=lambda: [SourceParams(name="arith", type="synthetic", split="train", limit=256)],
         description="Sources of cold-start SFT conversations (<think> reasoning then <answer>).",
     )
-    eval_sets: list[SourceConfig] = Field(
-        default_factory=lambda: [SourceConfig(name="arith_heldout", type="synthetic", split="heldout", limit=200)],
+    eval_sets: list[SourceParams] = Field(
+        default_factory=lambda: [SourceParams(name="arith_heldout", type="synthetic", split="heldout", limit=200)],
         min_length=1,
         description="Evaluation sets; training data is decontaminated against all of them.",
     )
-    rl_val_fraction: float = Field(
-        0.05, ge=0, lt=1, description="Share of RL prompts held out as a validation split."
-    )
+    rl_val_fraction: float = Field(0.05, ge=0, lt=1, description="Share of RL prompts held out as a validation split.")
     near_duplicate_threshold: float = Field(
         0.9,
         gt=0,
@@ -179,12 +194,13 @@ class DataConfig(Section):
         8, ge=1, description="Word n-gram size for decontamination against evaluation sets (open-r1 uses 8)."
     )
     from_hub: bool = Field(
-        False, description="Read every source that names an `hf_id` from the Hugging Face hub instead of its "
+        False,
+        description="Read every source that names an `hf_id` from the Hugging Face hub instead of its "
         "local `path`: one switch between local copies (tests, air-gapped machines) and the hub (real runs).",
     )
 
     @model_validator(mode="after")
-    def _unique_eval_names(self) -> "DataConfig":
+    def _unique_eval_names(self) -> "DataParams":
         names = [s.name for s in self.eval_sets]
         if len(set(names)) != len(names):
             raise ValueError(f"eval_sets names must be unique, got {names}")
@@ -194,7 +210,7 @@ class DataConfig(Section):
 # --------------------------------------------------------------------------------------------------- chat
 
 
-class ChatConfig(Section):
+class ChatParams(Section):
     system_prompt: Optional[str] = Field(
         None,
         description="System prompt of every conversation (R1 uses one that asks for <think>/<answer>). Null "
@@ -205,7 +221,7 @@ class ChatConfig(Section):
 # --------------------------------------------------------------------------------------------------- training
 
 
-class TrainerConfig(Section):
+class TrainerParams(Section):
     """Knobs shared by the TRL trainers (names as in transformers.TrainingArguments)."""
 
     learning_rate: float = Field(3e-4, gt=0, description="Peak learning rate.")
@@ -219,8 +235,9 @@ class TrainerConfig(Section):
     gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
     gradient_checkpointing: bool = Field(False, description="Recompute activations to save memory.")
     use_liger_kernel: bool = Field(
-        False, description="Liger's Triton kernels (fused linear cross-entropy, RMSNorm, RoPE, SwiGLU; TRL's "
-        "fused GRPO loss in GRPO stages). Needs a CUDA GPU and `pip install 'r1-pipeline[liger]'`."
+        False,
+        description="Liger's Triton kernels (fused linear cross-entropy, RMSNorm, RoPE, SwiGLU; TRL's "
+        "fused GRPO loss in GRPO stages). Needs a CUDA GPU and `pip install 'r1-pipeline[liger]'`.",
     )
     logging_steps: int = Field(5, ge=1, description="Log metrics every N steps.")
     save_steps: int = Field(50, ge=1, description="Write a resumable checkpoint every N steps.")
@@ -238,7 +255,7 @@ class TrainerConfig(Section):
     )
 
 
-class BaseModelConfig(Section):
+class BaseModelParams(Section):
     source: Literal["scratch", "pretrained", "gguf"] = Field(
         "scratch",
         description="`scratch` trains a tokenizer and a small model on the synthetic corpus (tiny profile); "
@@ -247,25 +264,32 @@ class BaseModelConfig(Section):
     )
     model_name_or_path: Optional[str] = Field(None, description="Hub id or local path of the base model.")
     revision: Optional[str] = Field(
-        None, description="Hub revision (commit sha, tag or branch) passed to from_pretrained; pin a commit sha "
+        None,
+        description="Hub revision (commit sha, tag or branch) passed to from_pretrained; pin a commit sha "
         "for a reproducible run.",
     )
     gguf_file: Optional[str] = Field(
-        None, description="Local GGUF file for source `gguf`, relative to the project root (`r1 models fetch "
+        None,
+        description="Local GGUF file for source `gguf`, relative to the project root (`r1 models fetch "
         "smollm2` puts SmolLM2-135M-Instruct at .cache/models/).",
     )
     gguf_sha256: Optional[str] = Field(
-        None, pattern=r"^[0-9a-f]{64}$", description="Expected sha256 of gguf_file: the base stage refuses "
-        "other bytes.",
+        None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="Expected sha256 of gguf_file: the base stage refuses other bytes.",
     )
     context_length: Optional[int] = Field(
-        None, ge=16, description="Context window (max_position_embeddings) of a pretrained/GGUF base; the schema "
+        None,
+        ge=16,
+        description="Context window (max_position_embeddings) of a pretrained/GGUF base; the schema "
         "rejects sequence lengths beyond it and the base stage checks it against the model. Null for scratch, "
         "whose context is max_position_embeddings.",
     )
     architecture: Literal["qwen2", "llama"] = Field("qwen2", description="Architecture of a from-scratch model.")
     tokenizer_vocab_size: int = Field(
-        320, ge=64, description="BPE vocabulary of the from-scratch tokenizer (digits stay single tokens; the "
+        320,
+        ge=64,
+        description="BPE vocabulary of the from-scratch tokenizer (digits stay single tokens; the "
         "256 byte tokens come first, so the merges are what is above 256).",
     )
     hidden_size: int = Field(128, ge=8, description="Hidden size of a from-scratch model.")
@@ -278,14 +302,16 @@ class BaseModelConfig(Section):
     pretrain_steps: int = Field(400, ge=1, description="Pretraining optimizer steps on the synthetic corpus.")
     pretrain_batch_size: int = Field(64, ge=1, description="Documents per pretraining step.")
     pretrain_learning_rate: float = Field(
-        1e-3, gt=0, description="Peak pretraining learning rate (cosine). At 3e-3 the tiny base learns to copy "
+        1e-3,
+        gt=0,
+        description="Peak pretraining learning rate (cosine). At 3e-3 the tiny base learns to copy "
         "from the prompt several hundred steps later, at a step that differs by seed.",
     )
     pretrain_warmup_steps: int = Field(30, ge=0, description="Pretraining warmup steps.")
     pretrain_save_steps: int = Field(100, ge=1, description="Write a resumable pretraining checkpoint every N steps.")
 
     @model_validator(mode="after")
-    def _check(self) -> "BaseModelConfig":
+    def _check(self) -> "BaseModelParams":
         if self.source == "pretrained" and not self.model_name_or_path:
             raise ValueError("source `pretrained` needs `model_name_or_path`")
         if self.source == "gguf" and not (self.gguf_file and self.gguf_sha256):
@@ -299,35 +325,43 @@ class BaseModelConfig(Section):
         return self
 
 
-class SFTConfig(TrainerConfig):
+class SFTParams(TrainerParams):
     enabled: bool = Field(True, description="Run cold-start SFT; when false, GRPO starts from the base model.")
     max_length: int = Field(128, ge=8, description="Truncate conversations to this many tokens.")
     completion_only_loss: bool = Field(True, description="Loss on the assistant turn only, not the prompt.")
-    packing: bool = Field(False, description="Pack several conversations into each row of max_length (best-fit-decreasing, per-document positions, no cross-document attention); faster when lengths vary.")
+    packing: bool = Field(
+        False,
+        description="Pack several conversations into each row of max_length (best-fit-decreasing, per-document positions, no cross-document attention); faster when lengths vary.",
+    )
     packed_attention: Literal["sdpa", "flex_attention"] = Field(
-        "sdpa", description="Attention kernel for packing in rows: `sdpa` over a materialized block-diagonal mask "
+        "sdpa",
+        description="Attention kernel for packing in rows: `sdpa` over a materialized block-diagonal mask "
         "(cost ~ rows x max_length^2), or `flex_attention` with a document BlockMask that skips the masked blocks "
-        "(long rows, 4k-32k); flex's backward needs a GPU, so on CPU it falls back to sdpa with a warning."
+        "(long rows, 4k-32k); flex's backward needs a GPU, so on CPU it falls back to sdpa with a warning.",
     )
 
 
-class GRPOConfig(TrainerConfig):
+class GRPOParams(TrainerParams):
     learning_rate: float = Field(
-        3e-5, gt=0, description="Peak learning rate. On the tiny profile 1e-4 gave GRPO -14 to +23 points over "
+        3e-5,
+        gt=0,
+        description="Peak learning rate. On the tiny profile 1e-4 gave GRPO -14 to +23 points over "
         "its SFT start by seed, thread count and cold start, 3e-5 +11 and +25 on the two runs measured "
         "(docs/architecture.md); above 1e-4 collapsed a tiny model.",
     )
     lr_scheduler_type: str = Field("constant_with_warmup", description="transformers scheduler name.")
-    max_steps: int = Field(60, ge=1, description="GRPO optimizer steps.")
+    max_steps: int = Field(150, ge=1, description="GRPO optimizer steps.")
     per_device_train_batch_size: int = Field(
         64, ge=1, description="Completions per device per step (= prompts x num_generations)."
     )
     num_generations: int = Field(8, ge=2, description="Completions per prompt (the GRPO group size).")
     num_iterations: int = Field(1, ge=1, description="Optimization passes over each batch of rollouts (mu).")
     steps_per_generation: Optional[int] = Field(
-        None, ge=1, description="Optimizer steps served by one generation round (TRL's steps_per_generation; "
+        None,
+        ge=1,
+        description="Optimizer steps served by one generation round (TRL's steps_per_generation; "
         "null = gradient_accumulation_steps). 2 generates two steps' rollouts in one batch: on an H200 1.37x "
-        "faster steps (docs/benchmarks.md), at the price of rollouts one update old."
+        "faster steps (docs/benchmarks.md), at the price of rollouts one update old.",
     )
     beta: float = Field(0.04, ge=0, description="KL coefficient against the reference model (0 drops it).")
     epsilon: float = Field(0.2, gt=0, description="Lower clipping range of the policy ratio.")
@@ -350,9 +384,10 @@ class GRPOConfig(TrainerConfig):
     reward_weights: list[float] = Field([1.0, 0.5], description="One weight per reward function.")
     use_vllm: bool = Field(False, description="Generate rollouts with vLLM (needs the `vllm` extra and a GPU).")
     generation_backend: Literal["hf", "hf_compiled"] = Field(
-        "hf", description="Rollout engine when use_vllm is off: `hf` is TRL's transformers generate; `hf_compiled` "
+        "hf",
+        description="Rollout engine when use_vllm is off: `hf` is TRL's transformers generate; `hf_compiled` "
         "decodes with a static KV cache and a torch.compile'd step (CUDA graphs on GPU, bucketed prompt lengths: "
-        "r1_pipeline.generation.CompiledDecoder), falling back to `hf` with a warning where it cannot run."
+        "r1_pipeline.generation.CompiledDecoder), falling back to `hf` with a warning where it cannot run.",
     )
     vllm_mode: Literal["colocate", "server"] = Field("colocate", description="vLLM next to training or a server.")
     vllm_server_host: str = Field(
@@ -366,16 +401,22 @@ class GRPOConfig(TrainerConfig):
     max_prompts: Optional[int] = Field(None, ge=1, description="Use at most this many RL prompts.")
     # Parameters of the parametrized rewards (used when the reward is in reward_funcs; lengths in tokens).
     soft_overlong_max_length: Optional[int] = Field(
-        None, ge=1, description="soft_overlong: the length (tokens) at which the punishment reaches -1 (DAPO's "
-        "L_max); null = max_completion_length. Beyond max_completion_length is rejected: no completion gets there."
+        None,
+        ge=1,
+        description="soft_overlong: the length (tokens) at which the punishment reaches -1 (DAPO's "
+        "L_max); null = max_completion_length. Beyond max_completion_length is rejected: no completion gets there.",
     )
     soft_overlong_cache: Optional[int] = Field(
-        None, ge=0, description="soft_overlong: the punishment ramp (tokens) before the window's end (DAPO's "
-        "L_cache); null = a quarter of the window (open-r1's 1,024 / 256)."
+        None,
+        ge=0,
+        description="soft_overlong: the punishment ramp (tokens) before the window's end (DAPO's "
+        "L_cache); null = a quarter of the window (open-r1's 1,024 / 256).",
     )
     cosine_max_len: Optional[int] = Field(
-        None, ge=1, description="cosine: the length (tokens) at which the cosine schedule ends; null = "
-        "max_completion_length. Beyond max_completion_length is rejected: the schedule would never finish."
+        None,
+        ge=1,
+        description="cosine: the length (tokens) at which the cosine schedule ends; null = "
+        "max_completion_length. Beyond max_completion_length is rejected: the schedule would never finish.",
     )
     cosine_min_value_wrong: float = Field(-1.0, description="cosine: reward of a wrong answer at length 0.")
     cosine_max_value_wrong: float = Field(
@@ -391,16 +432,18 @@ class GRPOConfig(TrainerConfig):
         3, ge=1, description="reasoning_steps: steps for the full reward of 1.0 (open-r1 uses 3)."
     )
     reasoning_steps_count_lines: bool = Field(
-        True, description="reasoning_steps: also count each non-empty <think> line as a step (the tiny model "
-        "writes one equation a line); false for long chains of thought, which would all saturate."
+        True,
+        description="reasoning_steps: also count each non-empty <think> line as a step (the tiny model "
+        "writes one equation a line); false for long chains of thought, which would all saturate.",
     )
     language_consistency_span: Literal["think", "completion"] = Field(
-        "think", description="language_consistency: measure the share of English words in the <think> block "
-        "(the R1 paper's chain of thought) or in the whole completion."
+        "think",
+        description="language_consistency: measure the share of English words in the <think> block "
+        "(the R1 paper's chain of thought) or in the whole completion.",
     )
 
     @model_validator(mode="after")
-    def _check(self) -> "GRPOConfig":
+    def _check(self) -> "GRPOParams":
         from r1_pipeline.rewards import REWARD_REGISTRY
 
         window = self.soft_overlong_max_length or self.max_completion_length
@@ -417,12 +460,16 @@ class GRPOConfig(TrainerConfig):
                 f"({self.max_completion_length}): the schedule would never finish"
             )
         if self.cosine_min_value_wrong > self.cosine_max_value_wrong:
-            raise ValueError("cosine_min_value_wrong must be <= cosine_max_value_wrong (short wrong answers punished most)")
+            raise ValueError(
+                "cosine_min_value_wrong must be <= cosine_max_value_wrong (short wrong answers punished most)"
+            )
         if self.cosine_min_value_correct > self.cosine_max_value_correct:
             raise ValueError("cosine_min_value_correct must be <= cosine_max_value_correct")
         if self.cosine_max_value_wrong >= self.cosine_min_value_correct:
-            raise ValueError("cosine_max_value_wrong must be below cosine_min_value_correct (a wrong answer never "
-                             "earns more than a right one)")
+            raise ValueError(
+                "cosine_max_value_wrong must be below cosine_min_value_correct (a wrong answer never "
+                "earns more than a right one)"
+            )
 
         unknown = [n for n in self.reward_funcs if n not in REWARD_REGISTRY]
         if unknown:
@@ -440,11 +487,13 @@ class GRPOConfig(TrainerConfig):
         return self
 
 
-class R1ZeroConfig(GRPOConfig):
+class R1ZeroParams(GRPOParams):
+    """The effective r1_zero section: grpo's values updated by the r1_zero overlay (see Config)."""
+
     enabled: bool = Field(True, description="Run the R1-Zero experiment: GRPO straight on the base model.")
 
 
-class RejectionConfig(Section):
+class RejectionParams(Section):
     backend: Literal["hf", "hf_compiled", "vllm"] = Field(
         "hf", description="Generation backend (`hf_compiled`: static KV cache + compiled decode step, see grpo)."
     )
@@ -466,7 +515,7 @@ class RejectionConfig(Section):
     )
 
 
-class DistillConfig(TrainerConfig):
+class DistillParams(TrainerParams):
     enabled: bool = Field(True, description="Distill the rejection-sampled traces into a smaller student.")
     student_hidden_size: int = Field(96, ge=8, description="Hidden size of the from-scratch student.")
     student_num_hidden_layers: int = Field(3, ge=1, description="Layers of the student.")
@@ -493,15 +542,14 @@ class DistillConfig(TrainerConfig):
         description="Also train a same-size student on answers only (no <think> traces) as the comparison.",
     )
 
-
     @model_validator(mode="after")
-    def _check(self) -> "DistillConfig":
+    def _check(self) -> "DistillParams":
         if self.student_init == "pretrained" and not self.student_model_name_or_path:
             raise ValueError("student_init `pretrained` needs `student_model_name_or_path`")
         return self
 
 
-class EvaluateConfig(Section):
+class EvaluateParams(Section):
     models: list[Literal["base", "sft", "grpo", "r1_zero", "distill", "distill_no_traces"]] = Field(
         ["base", "sft", "grpo", "r1_zero", "distill", "distill_no_traces"],
         description="Models to evaluate (those the run did not produce are skipped).",
@@ -517,22 +565,47 @@ class EvaluateConfig(Section):
     batch_size: int = Field(256, ge=1, description="Sequences generated per forward batch.")
 
 
-class ReportConfig(Section):
+class ReportParams(Section):
     title: str = Field("r1-pipeline report", description="Report title.")
 
 
 class Config(Section):
-    project: ProjectConfig = Field(default_factory=ProjectConfig, description="Run-wide settings.")
-    data: DataConfig = Field(default_factory=DataConfig, description="The data stage.")
-    chat: ChatConfig = Field(default_factory=ChatConfig, description="Conversation format.")
-    base: BaseModelConfig = Field(default_factory=BaseModelConfig, description="The base model stage.")
-    sft: SFTConfig = Field(default_factory=SFTConfig, description="Cold-start SFT stage.")
-    grpo: GRPOConfig = Field(default_factory=GRPOConfig, description="Reasoning RL stage.")
-    r1_zero: R1ZeroConfig = Field(default_factory=R1ZeroConfig, description="R1-Zero stage.")
-    rejection: RejectionConfig = Field(default_factory=RejectionConfig, description="Rejection sampling stage.")
-    distill: DistillConfig = Field(default_factory=DistillConfig, description="Distillation stage.")
-    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig, description="Evaluation stage.")
-    report: ReportConfig = Field(default_factory=ReportConfig, description="Report stage.")
+    project: ProjectParams = Field(default_factory=ProjectParams, description="Run-wide settings.")
+    data: DataParams = Field(default_factory=DataParams, description="The data stage.")
+    chat: ChatParams = Field(default_factory=ChatParams, description="Conversation format.")
+    base: BaseModelParams = Field(default_factory=BaseModelParams, description="The base model stage.")
+    sft: SFTParams = Field(default_factory=SFTParams, description="Cold-start SFT stage.")
+    grpo: GRPOParams = Field(default_factory=GRPOParams, description="Reasoning RL stage.")
+    r1_zero: R1ZeroParams = Field(
+        default_factory=R1ZeroParams,
+        description="R1-Zero stage: an overlay of grpo, `enabled` and only the "
+        "values that differ (every other key is grpo's).",
+    )
+    rejection: RejectionParams = Field(default_factory=RejectionParams, description="Rejection sampling stage.")
+    distill: DistillParams = Field(default_factory=DistillParams, description="Distillation stage.")
+    evaluate: EvaluateParams = Field(default_factory=EvaluateParams, description="Evaluation stage.")
+    report: ReportParams = Field(default_factory=ReportParams, description="Report stage.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _r1_zero_over_grpo(cls, data: Any) -> Any:
+        """The effective r1_zero is grpo's values updated by the r1_zero overlay, validated as R1ZeroParams
+        (so a bad overlay key is reported as r1_zero.<key>). When grpo itself is invalid its errors are
+        reported once, under grpo, and the overlay is validated on the schema defaults."""
+        if not isinstance(data, dict) or not isinstance(data.get("r1_zero", {}), dict):
+            return data  # a constructed section, or not a mapping (the schema names r1_zero)
+        grpo = data.get("grpo") or {}
+        try:
+            base = grpo if isinstance(grpo, GRPOParams) else GRPOParams.model_validate(grpo)
+        except ValidationError:
+            base = GRPOParams()
+        return {**data, "r1_zero": {**base.model_dump(), **data.get("r1_zero", {})}}
+
+    @field_serializer("r1_zero")
+    def _r1_zero_differences(self, r1_zero: R1ZeroParams, info) -> dict:
+        """Written back (params.yaml, `r1 config show`) as the overlay: `enabled` and what differs from grpo."""
+        full, grpo = r1_zero.model_dump(mode=info.mode), self.grpo.model_dump(mode=info.mode)
+        return {"enabled": full["enabled"], **{k: v for k, v in full.items() if k != "enabled" and v != grpo[k]}}
 
     @model_validator(mode="after")
     def _lengths_fit_the_context(self) -> "Config":
@@ -643,8 +716,9 @@ def validate(raw: dict, origin: str = "params", root: Path | None = None) -> Con
         if (p.startswith(("/", "./", "../")) or p.startswith("~")) and not (root / p).expanduser().exists():
             missing.append(f"{origin}: base.model_name_or_path: local path not found: {p}")
     if cfg.base.source == "gguf" and cfg.base.gguf_file and not (root / cfg.base.gguf_file).exists():
-        missing.append(f"{origin}: base.gguf_file: file not found: {cfg.base.gguf_file} "
-                       "(SmolLM2: `r1 models fetch smollm2`)")
+        missing.append(
+            f"{origin}: base.gguf_file: file not found: {cfg.base.gguf_file} (SmolLM2: `r1 models fetch smollm2`)"
+        )
     if missing:
         raise ConfigError("\n".join(missing))
     return cfg

@@ -7,7 +7,9 @@ appends one `{"cost": {...}}` row to the trainer's log history, so the stage's t
 the report's table from those rows.
 
 - tokens: TRL's cumulative `num_tokens` (non-pad tokens the trainer consumed; for GRPO prompt + completion),
-  summed over processes by TRL; per device = / world size.
+  summed over processes by TRL, or for a plain transformers `Trainer` (the base stage's pretraining) its
+  `num_input_tokens_seen` (`include_num_input_tokens_seen="non_padding"`); only this run's tokens count (a
+  resumed run starts from its checkpoint's count); per device = / world size.
 - MFU = 6 x parameters x tokens/s per device / the measured peak (best of 5 timed n³ matmuls, bf16 on CUDA,
   fp32 on CPU, the method of bench/train_bench.py). For GRPO it counts only the training pass (generation,
   reference and old log-prob passes are extra work), so it understates the device's utilisation.
@@ -24,6 +26,7 @@ from __future__ import annotations
 import functools
 import time
 from pathlib import Path
+from typing import Sequence
 
 import torch
 from transformers import TrainerCallback
@@ -60,6 +63,13 @@ def measured_peak_flops(device_type: str) -> float:
     return 2 * n**3 / best
 
 
+def tokens_seen(state) -> int:
+    """Non-pad tokens consumed so far: TRL logs `num_tokens`, transformers' Trainer counts
+    `num_input_tokens_seen`."""
+    logged = max((h.get("num_tokens", 0) for h in state.log_history), default=0)
+    return int(logged or getattr(state, "num_input_tokens_seen", 0) or 0)
+
+
 def _num_params(model) -> int:
     seen, total = set(), 0
     for p in model.parameters():  # a tied embedding counts once
@@ -76,7 +86,7 @@ class CostCallback(TrainerCallback):
         self.stage = stage
         self.phases: dict[str, float] = {}
         self.t0 = self.opt_t0 = None
-        self.start_step = 0
+        self.start_step = self.start_tokens = 0
         self.result: dict = {}
 
     def add(self, phase: str, seconds: float) -> None:
@@ -88,7 +98,8 @@ class CostCallback(TrainerCallback):
             torch.cuda.reset_peak_memory_stats()
         self.peak = measured_peak_flops(self.device)  # before the clock starts
         self.params = _num_params(model) if model is not None else 0
-        self.start_step = state.global_step  # a resumed run counts its own steps only
+        self.start_step = state.global_step  # a resumed run counts its own steps and tokens only
+        self.start_tokens = tokens_seen(state)
         self.t0 = time.perf_counter()
 
     def on_pre_optimizer_step(self, args, state, control, **kw):
@@ -104,13 +115,17 @@ class CostCallback(TrainerCallback):
         wall = time.perf_counter() - self.t0
         world = max(1, args.world_size)
         steps = max(1, state.global_step - self.start_step)
-        tokens = max((h.get("num_tokens", 0) for h in state.log_history), default=0)
+        tokens = tokens_seen(state) - self.start_tokens
         per_device = tokens / wall / world if wall > 0 else 0.0
         cost = {
-            "wall_s": wall, "steps": steps, "world_size": world, "tokens": tokens,
+            "wall_s": wall,
+            "steps": steps,
+            "world_size": world,
+            "tokens": tokens,
             "tokens_per_s_per_device": per_device,
             "mfu": 6 * self.params * per_device / self.peak if self.peak else 0.0,
-            "peak_flops_measured": self.peak, "params": self.params,
+            "peak_flops_measured": self.peak,
+            "params": self.params,
             "device_hours": wall * world / 3600,
             "gpu_hours": wall * world / 3600 if self.device == "cuda" else 0.0,
             "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30 if self.device == "cuda" else 0.0,
@@ -146,8 +161,12 @@ def instrument_grpo(trainer, callback: CostCallback) -> None:
 
         return wrapper
 
-    for method, phase in (("_generate", "generation"), ("_calculate_rewards", "scoring"),
-                          ("_generate_and_score_completions", "_score"), ("training_step", "_train_step")):
+    for method, phase in (
+        ("_generate", "generation"),
+        ("_calculate_rewards", "scoring"),
+        ("_generate_and_score_completions", "_score"),
+        ("training_step", "_train_step"),
+    ):
         setattr(trainer, method, timed(phase, getattr(trainer, method)))
 
 
@@ -166,22 +185,28 @@ def stage_costs(stages: list[str]) -> dict[str, dict]:
     return out
 
 
-def cost_table(stages: list[str]) -> list[str]:
+def cost_table(stages: Sequence[str]) -> list[str]:
     """Markdown lines of the report's cost table (empty when no stage logged its cost)."""
     costs = stage_costs(stages)
     if not costs:
         return []
-    lines = ["", "## Cost by stage", "",
-             "Tokens/s per device and MFU (6 x parameters x tokens/s against the device's measured matmul peak; "
-             "for GRPO the training pass only); GRPO seconds per optimizer step by phase (gen / score / log-prob "
-             "/ fwd+bwd / optimizer).", "",
-             "| stage | steps | s/step | tokens/s/device | MFU | peak mem GiB | GPU-hours | device-hours "
-             "| GRPO split s (gen/score/logprob/fwd+bwd/opt) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "",
+        "## Cost by stage",
+        "",
+        "Tokens/s per device and MFU (6 x parameters x tokens/s against the device's measured matmul peak; "
+        "for GRPO the training pass only); GRPO seconds per optimizer step by phase (gen / score / log-prob "
+        "/ fwd+bwd / optimizer).",
+        "",
+        "| stage | steps | s/step | tokens/s/device | MFU | peak mem GiB | GPU-hours | device-hours "
+        "| GRPO split s (gen/score/logprob/fwd+bwd/opt) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for stage, c in costs.items():
         split = "/".join(f"{c[f'step_{p}_s']:.2f}" for p in GRPO_PHASES) if "step_generation_s" in c else "—"
-        lines.append(f"| {stage} | {c['steps']} | {c['s_per_step']:.3f} | {c['tokens_per_s_per_device']:,.0f} "
-                     f"| {100 * c['mfu']:.1f}% | {c['peak_mem_gib']:.1f} | {c['gpu_hours']:.4f} "
-                     f"| {c['device_hours']:.4f} | {split} |")
+        lines.append(
+            f"| {stage} | {c['steps']} | {c['s_per_step']:.3f} | {c['tokens_per_s_per_device']:,.0f} "
+            f"| {100 * c['mfu']:.1f}% | {c['peak_mem_gib']:.1f} | {c['gpu_hours']:.4f} "
+            f"| {c['device_hours']:.4f} | {split} |"
+        )
     return lines
-

@@ -25,13 +25,15 @@ class Sample:
 
 
 class Backend(Protocol):
-    def generate(self, prompts: list[list[dict]], n: int, temperature: float, top_p: float,
-                 max_new_tokens: int, seed: int) -> list[list[Sample]]: ...
+    def generate(
+        self, prompts: list[list[dict]], n: int, temperature: float, top_p: float, max_new_tokens: int, seed: int
+    ) -> list[list[Sample]]: ...
 
 
 class HFBackend:
-    def __init__(self, model_path, device: str = "cpu", precision: str = "fp32", batch_size: int = 256,
-                 compiled: bool = False):
+    def __init__(
+        self, model_path, device: str = "cpu", precision: str = "fp32", batch_size: int = 256, compiled: bool = False
+    ):
         self.model, self.tokenizer = load_model_and_tokenizer(model_path, device, precision)
         self.model.eval()
         self.tokenizer.padding_side = "left"
@@ -50,14 +52,25 @@ class HFBackend:
             enc = self.tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
             if self.decoder is not None:
                 new = self.decoder.generate(
-                    enc["input_ids"].repeat_interleave(n, 0), enc["attention_mask"].repeat_interleave(n, 0),
-                    max_new_tokens, do_sample=True, temperature=temperature, top_p=top_p, eos_token_ids=stops,
+                    enc["input_ids"].repeat_interleave(n, 0),
+                    enc["attention_mask"].repeat_interleave(n, 0),
+                    max_new_tokens,
+                    do_sample=True,
+                    temperature=temperature,
+                    top_p=top_p,
+                    eos_token_ids=stops,
                     pad_id=self.tokenizer.pad_token_id,
                 )
             else:
                 gen = self.model.generate(
-                    **enc, do_sample=True, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-                    num_return_sequences=n, pad_token_id=self.tokenizer.pad_token_id, eos_token_id=stops,
+                    **enc,
+                    do_sample=True,
+                    temperature=temperature,
+                    top_p=top_p,
+                    max_new_tokens=max_new_tokens,
+                    num_return_sequences=n,
+                    pad_token_id=self.tokenizer.pad_token_id,
+                    eos_token_id=stops,
                 )
                 new = gen[:, enc["input_ids"].shape[1] :]
             for i in range(len(chunk)):
@@ -86,9 +99,7 @@ class VLLMBackend:
         texts = [self.tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
         params = SamplingParams(n=n, temperature=temperature, top_p=top_p, max_tokens=max_new_tokens, seed=seed)
         results = self.llm.generate(texts, params)
-        return [
-            [Sample(o.text, len(o.token_ids), o.finish_reason == "stop") for o in r.outputs] for r in results
-        ]
+        return [[Sample(o.text, len(o.token_ids), o.finish_reason == "stop") for o in r.outputs] for r in results]
 
 
 def get_backend(name: str, model_path, device: str, precision: str, batch_size: int) -> Backend:
@@ -96,8 +107,9 @@ def get_backend(name: str, model_path, device: str, precision: str, batch_size: 
         if importlib.util.find_spec("vllm") is None:
             raise RuntimeError("backend `vllm` needs the vllm extra: pip install 'r1-pipeline[vllm]'")
         return VLLMBackend(model_path, precision=precision)
-    return HFBackend(model_path, device=device, precision=precision, batch_size=batch_size,
-                     compiled=name == "hf_compiled")
+    return HFBackend(
+        model_path, device=device, precision=precision, batch_size=batch_size, compiled=name == "hf_compiled"
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -113,12 +125,13 @@ def get_backend(name: str, model_path, device: str, precision: str, batch_size: 
 # (one forward over the prompt) runs eager; the decode step (one token for every row) is the compiled graph.
 # ---------------------------------------------------------------------------------------------------------------
 
+
 class CompiledDecoder:
     """Static-cache decoding with a compiled one-token step, for one model.
 
     `generate(input_ids, attention_mask, ...)` takes left-padded prompts and returns the new token ids
     (rows x max_new_tokens; `pad_id` after a row's end). Greedy decoding gives the tokens of eager
-    `model.generate(do_sample=False)` (tests/unit/test_compiled_generation.py).
+    `model.generate(do_sample=False)` (tests/unit/test_generation.py).
     """
 
     def __init__(self, model, bucket: int = 64, batch_multiple: int = 8, mode: str | None = None):
@@ -130,8 +143,15 @@ class CompiledDecoder:
         self.calls = self.cache_allocations = 0
 
     def _decode_step(self, input_ids, attention_mask, position_ids, cache_position):
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                         cache_position=cache_position, past_key_values=self.cache, use_cache=True, logits_to_keep=1)
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache_position=cache_position,
+            past_key_values=self.cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
         return out.logits[:, -1, :].float()
 
     def _ensure_cache(self, batch: int, length: int):
@@ -147,9 +167,21 @@ class CompiledDecoder:
         return length
 
     @torch.no_grad()
-    def generate(self, input_ids, attention_mask, max_new_tokens: int, *, do_sample: bool = True,
-                 temperature: float = 1.0, top_p: float = 1.0, top_k: int | None = None, min_new_tokens: int = 0,
-                 eos_token_ids=(), pad_id: int = 0, generator: torch.Generator | None = None):
+    def generate(
+        self,
+        input_ids,
+        attention_mask,
+        max_new_tokens: int,
+        *,
+        do_sample: bool = True,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        top_k: int | None = None,
+        min_new_tokens: int = 0,
+        eos_token_ids=(),
+        pad_id: int = 0,
+        generator: torch.Generator | None = None,
+    ):
         self.calls += 1
         device = self.model.device
         rows, length = input_ids.shape
@@ -169,9 +201,15 @@ class CompiledDecoder:
         was_training = self.model.training
         self.model.eval()  # a compiled graph is specialized on train/eval mode
         try:
-            out = self.model(input_ids=ids, attention_mask=full_mask[:, :plen], position_ids=positions,
-                             cache_position=torch.arange(plen, device=device), past_key_values=self.cache,
-                             use_cache=True, logits_to_keep=1)
+            out = self.model(
+                input_ids=ids,
+                attention_mask=full_mask[:, :plen],
+                position_ids=positions,
+                cache_position=torch.arange(plen, device=device),
+                past_key_values=self.cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
             logits = out.logits[:, -1, :].float()
             eos = torch.tensor(list(eos_token_ids), dtype=torch.long, device=device)
             done = torch.zeros(batch, dtype=torch.bool, device=device)
@@ -235,7 +273,10 @@ def compiled_decoder(model, warn_stage: str = "generation") -> CompiledDecoder |
     if key not in _decoders:
         problem = compiled_decoding_problem(model)
         if problem:
-            warnings.warn(f"{warn_stage}: backend hf_compiled cannot run ({problem}); falling back to eager "
-                          "transformers generate (backend hf)", stacklevel=2)
+            warnings.warn(
+                f"{warn_stage}: backend hf_compiled cannot run ({problem}); falling back to eager "
+                "transformers generate (backend hf)",
+                stacklevel=2,
+            )
         _decoders[key] = None if problem else CompiledDecoder(model)  # a failure is remembered: one warning
     return _decoders[key]

@@ -6,19 +6,18 @@ import functools
 import time
 
 import torch
-
 from transformers import TrainerCallback
 
-from r1_pipeline import paths, tracking
+from r1_pipeline import checkpoints, paths, tracking
 from r1_pipeline.chat import completion_text, prompt_messages
-from r1_pipeline.config import Config, GRPOConfig
+from r1_pipeline.config import Config, GRPOParams
+from r1_pipeline.cost import CostCallback, instrument_grpo
+from r1_pipeline.errors import require, require_package
 from r1_pipeline.io import read_jsonl
+from r1_pipeline.metrics import first_last_fifth
 from r1_pipeline.modeling import load_model_and_tokenizer, resolve_device
 from r1_pipeline.rewards import reward_funcs
-from r1_pipeline.stage import require, require_package
-from r1_pipeline import checkpoints
-from r1_pipeline.cost import CostCallback, instrument_grpo
-from r1_pipeline.training import save_trainer_final, trainer_kwargs, write_log_history
+from r1_pipeline.training import save_trainer_final, trl_args, write_log_history
 
 
 class CompletionRecorder:
@@ -32,13 +31,15 @@ class CompletionRecorder:
         self.last: dict = {}
 
     def wrap(self, name: str, fn):
-
         @functools.wraps(fn)
         def reward(completions, **kwargs):
             scores = fn(completions, **kwargs)
             if name == self.names[0]:
-                self.last = {"prompts": kwargs.get("prompts"), "answers": kwargs.get("answer"),
-                             "completions": completions}
+                self.last = {
+                    "prompts": kwargs.get("prompts"),
+                    "answers": kwargs.get("answer"),
+                    "completions": completions,
+                }
             self.last[name] = scores
             return scores
 
@@ -62,13 +63,32 @@ class CompletionRecorder:
         return rows
 
 
+# MLflow's run page groups a run's charts into sections by key prefix, in ASCII order, so TRL's clip_ratio/*
+# (zero on most runs) would come first; the headline curves are logged again under RL/ (upper case sorts first).
+HEADLINE_METRICS = {
+    "reward": "RL/reward",
+    "rewards/accuracy/mean": "RL/accuracy",
+    "completions/mean_length": "RL/completion_length",
+}
+
+
+class HeadlineMetricsCallback(TrainerCallback):
+    """Logs the reward, accuracy-reward and completion-length curves as RL/*, the first charts of the run."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        headline = {new: logs[old] for old, new in HEADLINE_METRICS.items() if old in (logs or {})}
+        tracking.log_metrics(headline, step=state.global_step)
+
+
 class CompletionTableCallback(TrainerCallback):
     def __init__(self, recorder: CompletionRecorder, stage: str, every: int, limit: int):
         self.recorder, self.stage, self.every, self.limit = recorder, stage, every, limit
 
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step % self.every == 0 or state.global_step == state.max_steps:
-            tracking.log_table(self.recorder.rows(self.limit), f"completions/{self.stage}_step_{state.global_step:05d}.json")
+            tracking.log_table(
+                self.recorder.rows(self.limit), f"completions/{self.stage}_step_{state.global_step:05d}.json"
+            )
 
 
 def compiled_rollout_trainer_class():
@@ -97,17 +117,19 @@ def compiled_rollout_trainer_class():
                 return f"generation_kwargs {sorted(extra)} are not implemented by CompiledDecoder"
             return None
 
-        def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations,
-                                  has_tool_images=False):
+        def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
             why = self._compiled_unsupported(images, multimodal_fields)
             if why:
                 if not getattr(self, "_warned_fallback", False):
                     import warnings
 
-                    warnings.warn(f"generation_backend hf_compiled: {why}; TRL's transformers generate is used")
+                    warnings.warn(
+                        f"generation_backend hf_compiled: {why}; TRL's transformers generate is used", stacklevel=2
+                    )
                     self._warned_fallback = True
-                return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations,
-                                                     has_tool_images)
+                return super()._generate_single_turn(
+                    prompt_ids, images, multimodal_fields, num_generations, has_tool_images
+                )
             device = self.accelerator.device
             width = max(len(p) for p in prompt_ids)
             pad = self._tokenizer.pad_token_id
@@ -117,23 +139,36 @@ def compiled_rollout_trainer_class():
                 ids[i, width - len(p) :] = torch.tensor(p)
                 mask[i, width - len(p) :] = 1
             if compiled_decoder(self.accelerator.unwrap_model(self.model), "grpo") is None:  # warned once
-                return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations,
-                                                     has_tool_images)
+                return super()._generate_single_turn(
+                    prompt_ids, images, multimodal_fields, num_generations, has_tool_images
+                )
             start = time.perf_counter()
             with (
                 unwrap_model_for_generation(
-                    self.model_wrapped, self.accelerator, gather_deepspeed3_params=self.args.ds3_gather_for_generation,
+                    self.model_wrapped,
+                    self.accelerator,
+                    gather_deepspeed3_params=self.args.ds3_gather_for_generation,
                     generation_kwargs=self.generation_kwargs,
                     gradient_checkpointing_kwargs=self.args.gradient_checkpointing_kwargs,
                 ) as unwrapped,
                 torch.no_grad(),
             ):
-                new = compiled_decoder(unwrapped, "grpo").generate(
-                    ids.to(device), mask.to(device), self.max_completion_length, do_sample=True,
-                    temperature=self.temperature, top_p=self.top_p, top_k=self.top_k or None,
-                    min_new_tokens=int((self.args.generation_kwargs or {}).get("min_new_tokens", 0)),
-                    eos_token_ids=self.eos_token_ids, pad_id=pad,
-                ).cpu()
+                new = (
+                    compiled_decoder(unwrapped, "grpo")
+                    .generate(
+                        ids.to(device),
+                        mask.to(device),
+                        self.max_completion_length,
+                        do_sample=True,
+                        temperature=self.temperature,
+                        top_p=self.top_p,
+                        top_k=self.top_k or None,
+                        min_new_tokens=int((self.args.generation_kwargs or {}).get("min_new_tokens", 0)),
+                        eos_token_ids=self.eos_token_ids,
+                        pad_id=pad,
+                    )
+                    .cpu()
+                )
             eos = set(self.eos_token_ids)
             completion_ids = []
             for row in new.tolist():  # keep up to and including the first EOS, as TRL's mask does
@@ -145,7 +180,7 @@ def compiled_rollout_trainer_class():
     return CompiledRolloutGRPOTrainer
 
 
-def rl_dataset(cfg: Config, section: GRPOConfig):
+def rl_dataset(cfg: Config, section: GRPOParams):
     from datasets import Dataset
 
     rows = read_jsonl(require(paths.RL_TRAIN, "data"))
@@ -156,57 +191,51 @@ def rl_dataset(cfg: Config, section: GRPOConfig):
     )
 
 
-def train_grpo(cfg: Config, section: GRPOConfig, stage: str, init_model) -> dict:
-    from trl import GRPOConfig as TRLGRPOConfig, GRPOTrainer
+def train_grpo(cfg: Config, section: GRPOParams, stage: str, init_model) -> dict:
+    """The GRPO recipe of both RL stages: `grpo` (from the SFT model) and `r1_zero` (from the base model)."""
+    from trl import GRPOConfig, GRPOTrainer
 
     if section.use_vllm:
         require_package("vllm", f"{stage}.use_vllm", "pip install 'r1-pipeline[vllm]'")
+    # --- data: RL prompts with verifiable answers ---
     dataset = rl_dataset(cfg, section)
     tracking.log_dataset(paths.RL_TRAIN, "rl_train", "training")
-    recorder = CompletionRecorder(section.reward_funcs)
-    args = TRLGRPOConfig(
-        **trainer_kwargs(section, cfg, stage),
-        num_generations=section.num_generations,
-        num_iterations=section.num_iterations,
-        steps_per_generation=section.steps_per_generation,
-        beta=section.beta,
-        epsilon=section.epsilon,
-        epsilon_high=section.epsilon_high if section.epsilon_high is not None else section.epsilon,
-        loss_type=section.loss_type,
-        scale_rewards=section.scale_rewards,
-        temperature=section.temperature,
-        top_p=section.top_p,
-        max_completion_length=section.max_completion_length,
-        mask_truncated_completions=section.mask_truncated_completions,
-        reward_weights=section.reward_weights,
-        use_vllm=section.use_vllm,
-        vllm_mode=section.vllm_mode,
-        **({"vllm_server_host": section.vllm_server_host, "vllm_server_port": section.vllm_server_port}
-           if section.use_vllm and section.vllm_mode == "server" else {}),
-        log_completions=False,
-    )
+    # --- config ---
+    # every section field GRPOConfig has, by name (training.trl_args), before the model loads so that a bad
+    # setting fails at once; TRL's completion logging does not reach MLflow: CompletionTableCallback logs them
+    args = trl_args(GRPOConfig, section, cfg, stage, log_completions=False)
+    # --- model ---
     model, tokenizer = load_model_and_tokenizer(init_model, resolve_device(cfg.project.device), cfg.project.precision)
-    trainer_class = (compiled_rollout_trainer_class()
-                     if section.generation_backend == "hf_compiled" and not section.use_vllm else GRPOTrainer)
+    # --- rewards ---
+    # built with this section's values (soft_overlong_*, cosine_*, ...); each gets TRL's kwargs, log_metric
+    # included (the accuracy reward logs rewards/accuracy/failures through it)
+    recorder = CompletionRecorder(section.reward_funcs)
+    rewards = [recorder.wrap(n, fn) for n, fn in zip(section.reward_funcs, reward_funcs(section.reward_funcs, section))]
+    # --- trainer ---
+    trainer_class = (
+        compiled_rollout_trainer_class()
+        if section.generation_backend == "hf_compiled" and not section.use_vllm
+        else GRPOTrainer
+    )
     trainer = trainer_class(
         model=model,
-        # parametrized rewards built with this section's values (soft_overlong_*, cosine_*, ...); each gets
-        # TRL's kwargs, log_metric included (the accuracy reward logs rewards/accuracy/failures through it)
-        reward_funcs=[recorder.wrap(n, fn) for n, fn in zip(section.reward_funcs,
-                                                             reward_funcs(section.reward_funcs, section))],
+        reward_funcs=rewards,
         args=args,
         train_dataset=dataset,
         processing_class=tokenizer,
-        callbacks=[CompletionTableCallback(recorder, stage, section.log_completions_steps, section.num_completions_to_log)],
+        callbacks=[
+            CompletionTableCallback(recorder, stage, section.log_completions_steps, section.num_completions_to_log),
+            HeadlineMetricsCallback(),
+        ],
     )
     cost = CostCallback(stage)  # cost/* metrics and a cost row in the train log (r1_pipeline/cost.py)
     trainer.add_callback(cost)
     instrument_grpo(trainer, cost)
+    # --- train (resumes from the stage's checkpoint when it belongs to the same run: checkpoints.py) ---
     checkpoints.train(trainer, stage, checkpoints.resume_key(cfg, stage, section, paths.RL_TRAIN, init_model))
+    # --- save and metrics ---
     write_log_history(trainer, stage)
     save_trainer_final(trainer, tokenizer, stage, {"source": stage, "init": str(init_model)})
-    history = [h for h in trainer.state.log_history if "reward" in h]
-    k = max(1, len(history) // 5)
-    first = sum(h["reward"] for h in history[:k]) / k if history else 0.0
-    last = sum(h["reward"] for h in history[-k:]) / k if history else 0.0
+    rewards = [h["reward"] for h in trainer.state.log_history if "reward" in h]
+    first, last = first_last_fifth(rewards) if rewards else (0.0, 0.0)
     return {f"{stage}_reward_first": first, f"{stage}_reward_last": last}

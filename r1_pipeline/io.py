@@ -19,7 +19,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator
 
-
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 _RENAME_EXCHANGE = 2

@@ -39,8 +39,10 @@ def resolve(client, ref: str) -> list:
                 return [client.get_model_version(name, version)]
             refs = sorted({v.split(":")[0] for k, v in run.data.tags.items() if k.startswith("registry.")})
             if not refs:
-                raise RegistryError(f"run {ref} ({run.data.tags.get('r1.stage', 'no stage')}) registered or evaluated "
-                                    "no model; pass a training or evaluate run, or a model version")
+                raise RegistryError(
+                    f"run {ref} ({run.data.tags.get('r1.stage', 'no stage')}) registered or evaluated "
+                    "no model; pass a training or evaluate run, or a model version"
+                )
             return [client.get_model_version(*r.rsplit("/", 1)) for r in refs]
         if "@" in ref:
             name, alias = ref.rsplit("@", 1)
@@ -65,11 +67,17 @@ def chain(client, version, limit: int = 20) -> list:
 
 def _inputs(run) -> list[dict[str, Any]]:
     rows = []
-    for di in (run.inputs.dataset_inputs if run.inputs else []):
+    for di in run.inputs.dataset_inputs if run.inputs else []:
         tags = {t.key: t.value for t in di.tags}
-        rows.append({"name": di.dataset.name, "context": tags.get("mlflow.data.context"),
-                     "sha256": tags.get("r1.sha256"), "path": tags.get("r1.path") or di.dataset.source,
-                     "digest": di.dataset.digest})
+        rows.append(
+            {
+                "name": di.dataset.name,
+                "context": tags.get("mlflow.data.context"),
+                "sha256": tags.get("r1.sha256"),
+                "path": tags.get("r1.path") or di.dataset.source,
+                "digest": di.dataset.digest,
+            }
+        )
     return rows
 
 
@@ -92,21 +100,49 @@ def lineage(client, version) -> list[dict[str, Any]]:
                 seen.add(ds["sha256"] or ds["digest"])
                 links.append({"kind": "data", **ds})
         tags = run.data.tags if run else {}
-        links.append({"kind": "train", "stage": v.tags.get("r1.stage", "?"), "version": f"{v.name}/{v.version}",
-                      "run_id": v.run_id, "git": _git(tags), "inputs": inputs,
-                      "prefect_flow_run": tags.get("prefect.flow_run_id"), "dvc_lock": tags.get("dvc.lock.outs")})
+        links.append(
+            {
+                "kind": "train",
+                "stage": v.tags.get("r1.stage", "?"),
+                "version": f"{v.name}/{v.version}",
+                "run_id": v.run_id,
+                "git": _git(tags),
+                "inputs": inputs,
+                "prefect_flow_run": tags.get("prefect.flow_run_id"),
+                "dvc_lock": tags.get("dvc.lock.outs"),
+            }
+        )
     if version.tags.get("eval.run_id"):
         eval_run = client.get_run(version.tags["eval.run_id"])
         benches = sorted({k.split(".")[1] for k in version.tags if k.startswith("eval.") and k.endswith(".pass_at_1")})
-        scores = {b: {"pass@1": version.tags.get(f"eval.{b}.pass_at_1"),
-                      "stderr": version.tags.get(f"eval.{b}.pass_at_1_stderr"), "k": version.tags.get(f"eval.{b}.k")}
-                  for b in benches}
-        links.append({"kind": "eval", "run_id": eval_run.info.run_id, "scores": scores,
-                      "inputs": [i for i in _inputs(eval_run) if i["context"] == "evaluation"]})
-    decisions = {k.split(".")[1]: v for k, v in version.tags.items() if k.startswith("promotion.") and k.endswith(".decision")}
-    links.append({"kind": "model", "version": f"{version.name}/{version.version}",
-                  "aliases": list(getattr(version, "aliases", []) or []), "decisions": decisions,
-                  "reasons": {b: version.tags.get(f"promotion.{b}.reason") for b in decisions}})
+        scores = {
+            b: {
+                "pass@1": version.tags.get(f"eval.{b}.pass_at_1"),
+                "stderr": version.tags.get(f"eval.{b}.pass_at_1_stderr"),
+                "k": version.tags.get(f"eval.{b}.k"),
+            }
+            for b in benches
+        }
+        links.append(
+            {
+                "kind": "eval",
+                "run_id": eval_run.info.run_id,
+                "scores": scores,
+                "inputs": [i for i in _inputs(eval_run) if i["context"] == "evaluation"],
+            }
+        )
+    decisions = {
+        k.split(".")[1]: v for k, v in version.tags.items() if k.startswith("promotion.") and k.endswith(".decision")
+    }
+    links.append(
+        {
+            "kind": "model",
+            "version": f"{version.name}/{version.version}",
+            "aliases": list(getattr(version, "aliases", []) or []),
+            "decisions": decisions,
+            "reasons": {b: version.tags.get(f"promotion.{b}.reason") for b in decisions},
+        }
+    )
     return links
 
 
@@ -122,16 +158,22 @@ def format_lineage(links: list[dict[str, Any]]) -> str:
             lines.append(f"data   {link['name']:<14} {link['path']}  sha256 {_short(link['sha256'])}")
         elif kind == "train":
             data = ", ".join(f"{i['name']} {_short(i['sha256'])}" for i in link["inputs"] if i["context"] == "training")
-            lines.append(f"{link['stage']:<6} {link['version']:<32} run {link['run_id']}  {link['git']}"
-                         + (f"  inputs: {data}" if data else "")
-                         + (f"  flow run {link['prefect_flow_run']}" if link["prefect_flow_run"] else ""))
+            lines.append(
+                f"{link['stage']:<6} {link['version']:<32} run {link['run_id']}  {link['git']}"
+                + (f"  inputs: {data}" if data else "")
+                + (f"  flow run {link['prefect_flow_run']}" if link["prefect_flow_run"] else "")
+            )
         elif kind == "eval":
-            scores = "; ".join(f"{b} pass@1 {float(s['pass@1']):.3f} ± {float(s['stderr'] or 0):.3f} (k {s['k']})"
-                               for b, s in link["scores"].items())
+            scores = "; ".join(
+                f"{b} pass@1 {float(s['pass@1']):.3f} ± {float(s['stderr'] or 0):.3f} (k {s['k']})"
+                for b, s in link["scores"].items()
+            )
             data = ", ".join(f"{i['name']} {_short(i['sha256'])}" for i in link["inputs"])
             lines.append(f"eval   run {link['run_id']}  {scores}" + (f"  inputs: {data}" if data else ""))
         else:
             decisions = "; ".join(f"{b}: {d} ({link['reasons'].get(b)})" for b, d in link["decisions"].items())
-            lines.append(f"model  {link['version']}  aliases {', '.join(link['aliases']) or 'none'}"
-                         + (f"  {decisions}" if decisions else "  not evaluated"))
+            lines.append(
+                f"model  {link['version']}  aliases {', '.join(link['aliases']) or 'none'}"
+                + (f"  {decisions}" if decisions else "  not evaluated")
+            )
     return "\n".join(lines)

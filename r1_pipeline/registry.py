@@ -138,9 +138,10 @@ def _ensure_registered_model(client, name: str, stage: str) -> None:
     except MlflowException:
         try:
             client.create_registered_model(
-                name, tags={"r1.stage": stage},
+                name,
+                tags={"r1.stage": stage},
                 description=f"r1-pipeline `{stage}` stage's final model (MLflow pyfunc over the Hugging Face folder). "
-                            f"Aliases: `{CHAMPION}` (primary benchmark), `{CHAMPION}-<benchmark>`.",
+                f"Aliases: `{CHAMPION}` (primary benchmark), `{CHAMPION}-<benchmark>`.",
             )
         except MlflowException:
             pass  # created by a concurrent stage
@@ -167,8 +168,13 @@ def signature():
     return ModelSignature(
         inputs=Schema([ColSpec("string", "prompt")]),
         outputs=Schema([ColSpec("string")]),
-        params=ParamSchema([ParamSpec("max_new_tokens", "long", 128), ParamSpec("temperature", "double", 0.0),
-                            ParamSpec("top_p", "double", 1.0)]),
+        params=ParamSchema(
+            [
+                ParamSpec("max_new_tokens", "long", 128),
+                ParamSpec("temperature", "double", 0.0),
+                ParamSpec("top_p", "double", 1.0),
+            ]
+        ),
     )
 
 
@@ -192,9 +198,13 @@ def _log_pyfunc(cfg: Config, stage: str, folder: Path, digest: str):
     import pandas as pd
 
     return mlflow.pyfunc.log_model(
-        name="model", python_model=str(PYFUNC_FILE), artifacts={"hf_model": str(folder)},
-        signature=signature(), input_example=pd.DataFrame({"prompt": [_input_example()]}),
-        model_config={"system_prompt": cfg.chat.system_prompt}, pip_requirements=_pip_requirements(),
+        name="model",
+        python_model=str(PYFUNC_FILE),
+        artifacts={"hf_model": str(folder)},
+        signature=signature(),
+        input_example=pd.DataFrame({"prompt": [_input_example()]}),
+        model_config={"system_prompt": cfg.chat.system_prompt},
+        pip_requirements=_pip_requirements(),
         tags={"r1.stage": stage, "r1.model_digest": digest},
     )
 
@@ -239,15 +249,32 @@ def log_stage_model(cfg: Config, stage: str) -> dict[str, Any] | None:
         tags["r1.parent_stage"] = parent
     tags.update({k: v for k, v in provenance_tags(stage).items() if k.startswith(("git.", "dvc.", "prefect."))})
     version = client.create_model_version(
-        name, source=info.model_uri, run_id=run.info.run_id, tags=tags, model_id=info.model_id,
+        name,
+        source=info.model_uri,
+        run_id=run.info.run_id,
+        tags=tags,
+        model_id=info.model_id,
         description=f"`{stage}` trained in run {run.info.run_id}" + (f", from {parent_ref}" if parent_ref else ""),
     )
-    mlflow.set_tags({"registry.version": f"{name}/{version.version}", "r1.model_digest": digest,
-                     **({"r1.parent_model": parent_ref} if parent_ref else {})})
-    print(f"registry: {stage}: registered {name} version {version.version} (from this run; "
-          f"parent {parent_ref or parent or 'none'})", flush=True)
-    return {"name": name, "version": str(version.version), "digest": digest, "model_uri": info.model_uri,
-            "parent": parent_ref}
+    mlflow.set_tags(
+        {
+            "registry.version": f"{name}/{version.version}",
+            "r1.model_digest": digest,
+            **({"r1.parent_model": parent_ref} if parent_ref else {}),
+        }
+    )
+    print(
+        f"registry: {stage}: registered {name} version {version.version} (from this run; "
+        f"parent {parent_ref or parent or 'none'})",
+        flush=True,
+    )
+    return {
+        "name": name,
+        "version": str(version.version),
+        "digest": digest,
+        "model_uri": info.model_uri,
+        "parent": parent_ref,
+    }
 
 
 # ---------------------------------------------------------------------------------------- evaluate: promote
@@ -264,8 +291,13 @@ def outcomes_by_problem(records: list[dict], model: str, benchmark: str) -> dict
 
 def problems_digest(records: list[dict], model: str, benchmark: str) -> str:
     """sha256 of the (problem id, gold answer) pairs evaluated: the same problems, the same digest."""
-    pairs = sorted({(str(r["problem_id"]), str(r.get("gold"))) for r in records
-                    if r.get("model") == model and r.get("benchmark") == benchmark})
+    pairs = sorted(
+        {
+            (str(r["problem_id"]), str(r.get("gold")))
+            for r in records
+            if r.get("model") == model and r.get("benchmark") == benchmark
+        }
+    )
     return hashlib.sha256(json.dumps(pairs).encode()).hexdigest()
 
 
@@ -286,25 +318,39 @@ def decide(new: dict[str, Any], champion: dict[str, Any] | None, z: float = PROM
     if differs:
         detail = ", ".join(f"{k} {new.get(k)} vs {champion.get(k)}" for k in differs)
         return {"decision": "not comparable", "reason": f"evaluation protocol differs from the champion's: {detail}"}
-    rows = [{"model": who, "benchmark": "b", "problem_id": p, "correct": c}
-            for who, data in (("new", new), ("champion", champion))
-            for p, samples in data["outcomes"].items() for c in samples]
+    rows = [
+        {"model": who, "benchmark": "b", "problem_id": p, "correct": c}
+        for who, data in (("new", new), ("champion", champion))
+        for p, samples in data["outcomes"].items()
+        for c in samples
+    ]
     diff = paired_difference(rows, "new", "champion", "b")
     if diff is None:
         return {"decision": "not comparable", "reason": "no problem in common with the champion's evaluation"}
     numbers = {"difference": diff["difference"], "stderr": diff["stderr"], "n_problems": diff["n_problems"]}
     threshold = z * diff["stderr"]
     if diff["difference"] > threshold:
-        return {"decision": "promoted", "reason": f"pass@1 +{diff['difference']:.4f} > {z:g} x SE {diff['stderr']:.4f}",
-                **numbers}
-    return {"decision": "kept", "reason": f"pass@1 {diff['difference']:+.4f} not above {z:g} x SE {diff['stderr']:.4f}",
-            **numbers}
+        return {
+            "decision": "promoted",
+            "reason": f"pass@1 +{diff['difference']:.4f} > {z:g} x SE {diff['stderr']:.4f}",
+            **numbers,
+        }
+    return {
+        "decision": "kept",
+        "reason": f"pass@1 {diff['difference']:+.4f} not above {z:g} x SE {diff['stderr']:.4f}",
+        **numbers,
+    }
 
 
 def _protocol(cfg: Config, records: list[dict], model: str, bench: str, k: int | None) -> dict[str, Any]:
     e = cfg.evaluate
-    return {"k": k, "temperature": e.temperature, "top_p": e.top_p, "max_new_tokens": e.max_new_tokens,
-            "problems_sha256": problems_digest(records, model, bench)}
+    return {
+        "k": k,
+        "temperature": e.temperature,
+        "top_p": e.top_p,
+        "max_new_tokens": e.max_new_tokens,
+        "problems_sha256": problems_digest(records, model, bench),
+    }
 
 
 def _champion_evidence(client, version, bench: str) -> dict[str, Any] | None:
@@ -315,8 +361,9 @@ def _champion_evidence(client, version, bench: str) -> dict[str, Any] | None:
     prefix = f"eval.{bench}."
     if f"{prefix}outcomes_run" not in tags:
         return {"outcomes": {}}
-    local = mlflow.artifacts.download_artifacts(run_id=tags[f"{prefix}outcomes_run"],
-                                                artifact_path=tags[f"{prefix}outcomes_path"])
+    local = mlflow.artifacts.download_artifacts(
+        run_id=tags[f"{prefix}outcomes_run"], artifact_path=tags[f"{prefix}outcomes_path"]
+    )
     evidence = {k: tags.get(prefix + k) for k in PROTOCOL_KEYS}
     evidence["outcomes"] = json.loads(Path(local).read_text())
     return evidence
@@ -348,8 +395,11 @@ def promote_models(cfg: Config, metrics: dict[str, dict[str, dict[str, Any]]], r
         name = registered_name(model, experiment, profile)
         version = find_version(client, name, model_digest(folder))
         if version is None:
-            print(f"registry: {model}: no version of {name} holds these weights (was `{model}` trained with another "
-                  f"MLflow store?): not promoted", flush=True)
+            print(
+                f"registry: {model}: no version of {name} holds these weights (was `{model}` trained with another "
+                f"MLflow store?): not promoted",
+                flush=True,
+            )
             continue
         tags = {"eval.run_id": run.info.run_id, "eval.primary_benchmark": str(primary)}
         for bench, summary in metrics[model].items():
@@ -372,8 +422,10 @@ def promote_models(cfg: Config, metrics: dict[str, dict[str, dict[str, Any]]], r
                 current = client.get_model_version_by_alias(name, aliases[0])
             except MlflowException:
                 current = None
-            new = {**{k: version.tags.get(f"eval.{bench}.{k}") for k in PROTOCOL_KEYS},
-                   "outcomes": outcomes_by_problem(records, model, bench)}
+            new = {
+                **{k: version.tags.get(f"eval.{bench}.{k}") for k in PROTOCOL_KEYS},
+                "outcomes": outcomes_by_problem(records, model, bench),
+            }
             if current is not None and str(current.version) == str(version.version):
                 verdict = {"decision": "kept", "reason": "this version is the champion already"}
             else:
@@ -381,12 +433,17 @@ def promote_models(cfg: Config, metrics: dict[str, dict[str, dict[str, Any]]], r
             if verdict["decision"] == "promoted":
                 for alias in aliases:
                     client.set_registered_model_alias(name, alias, version.version)
-            verdict["champion_version"] = str(version.version) if verdict["decision"] == "promoted" else (
-                str(current.version) if current is not None else "none")
+            verdict["champion_version"] = (
+                str(version.version)
+                if verdict["decision"] == "promoted"
+                else (str(current.version) if current is not None else "none")
+            )
             for key, value in verdict.items():
                 client.set_model_version_tag(name, version.version, f"promotion.{bench}.{key}", str(value))
-            print(f"registry: {name} version {version.version} on {bench}: {verdict['decision']} ({verdict['reason']})",
-                  flush=True)
+            print(
+                f"registry: {name} version {version.version} on {bench}: {verdict['decision']} ({verdict['reason']})",
+                flush=True,
+            )
             mlflow.set_tag(f"registry.{model}.{bench}", f"{name}/{version.version}: {verdict['decision']}")
             done.append({"model": model, "name": name, "version": str(version.version), "benchmark": bench, **verdict})
     return done

@@ -26,6 +26,7 @@ import math
 import re
 from typing import Any, Callable
 
+from r1_pipeline.chat import completion_text
 from r1_pipeline.verify import ERROR, check, gold_from_boxed, normalize_gold
 
 RewardFn = Callable[..., list]
@@ -45,18 +46,6 @@ def register(name: str) -> Callable[[RewardFn], RewardFn]:
 
 
 # ----------------------------------------------------------------------------------------------- helpers
-
-
-def completion_text(completion: Any) -> str:
-    """A completion as text: a string as is, a message list as its message contents joined; else ''."""
-    if isinstance(completion, str):
-        return completion
-    if isinstance(completion, dict):
-        completion = [completion]
-    if isinstance(completion, (list, tuple)):
-        parts = [m.get("content") for m in completion if isinstance(m, dict)]
-        return "\n".join(p for p in parts if isinstance(p, str))
-    return ""
 
 
 def _texts(completions: Any) -> list[str]:
@@ -232,8 +221,9 @@ class CosineReward:
 
     __name__ = "cosine_reward"
 
-    def __init__(self, min_value_wrong, max_value_wrong, min_value_correct, max_value_correct, max_len, unit,
-                 tokenizer):
+    def __init__(
+        self, min_value_wrong, max_value_wrong, min_value_correct, max_value_correct, max_len, unit, tokenizer
+    ):
         if max_len <= 0:
             raise ValueError(f"max_len must be > 0, got {max_len}")
         if unit not in ("tokens", "chars"):
@@ -271,8 +261,9 @@ def get_cosine_reward(
     tokenizer: Any = None,
 ) -> CosineReward:
     """Cosine length-scaled accuracy; lengths in tokens (tokenizer, else `completion_ids`) or characters."""
-    return CosineReward(min_value_wrong, max_value_wrong, min_value_correct, max_value_correct, max_len, unit,
-                        tokenizer)
+    return CosineReward(
+        min_value_wrong, max_value_wrong, min_value_correct, max_value_correct, max_len, unit, tokenizer
+    )
 
 
 class RepetitionPenalty:
@@ -398,10 +389,12 @@ def reward_params(name: str, section: Any) -> dict[str, Any]:
         return {"max_completion_len": window, "soft_punish_cache": cache, "unit": "tokens"}
     if name == "cosine":
         return {
-            "min_value_wrong": section.cosine_min_value_wrong, "max_value_wrong": section.cosine_max_value_wrong,
+            "min_value_wrong": section.cosine_min_value_wrong,
+            "max_value_wrong": section.cosine_max_value_wrong,
             "min_value_correct": section.cosine_min_value_correct,
             "max_value_correct": section.cosine_max_value_correct,
-            "max_len": section.cosine_max_len or section.max_completion_length, "unit": "tokens",
+            "max_len": section.cosine_max_len or section.max_completion_length,
+            "unit": "tokens",
         }
     if name == "repetition_penalty":
         return {"ngram_size": section.repetition_ngram_size, "max_penalty": section.repetition_max_penalty}

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from r1_pipeline.chat import format_completion, prompt_messages
-from r1_pipeline.config import Config, TrainerConfig
 from r1_pipeline import checkpoints
+from r1_pipeline.chat import format_completion, prompt_messages
+from r1_pipeline.config import Config, TrainerParams
 from r1_pipeline.cost import CostCallback
-from r1_pipeline.training import trainer_kwargs, write_log_history
+from r1_pipeline.training import trl_args, write_log_history
 
 
 def conversations(rows: list[dict], system_prompt: str | None, with_reasoning: bool = True) -> list[dict]:
@@ -17,25 +17,34 @@ def conversations(rows: list[dict], system_prompt: str | None, with_reasoning: b
     out = []
     for r in rows:
         reasoning = r.get("reasoning") if with_reasoning else None
-        out.append({
-            "prompt": prompt_messages(r["problem"], system_prompt),
-            "completion": [{"role": "assistant", "content": format_completion(reasoning, r["answer"])}],
-        })
+        out.append(
+            {
+                "prompt": prompt_messages(r["problem"], system_prompt),
+                "completion": [{"role": "assistant", "content": format_completion(reasoning, r["answer"])}],
+            }
+        )
     return out
 
 
-def train_sft(model, tokenizer, records: list[dict], tc: TrainerConfig, cfg: Config, stage: str, *,
-              max_length: int, completion_only_loss: bool, packing: bool, resume_key: str, report: bool = True):
+def train_sft(
+    model,
+    tokenizer,
+    records: list[dict],
+    section: TrainerParams,
+    cfg: Config,
+    stage: str,
+    *,
+    resume_key: str,
+    report: bool = True,
+    **overrides,
+):
+    """SFT on conversations; the SFTConfig holds every section field TRL has (max_length, completion_only_loss,
+    ...) plus `overrides`. `section.packing` is our packing in rows (below): TRL's own packing stays off."""
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    args = SFTConfig(
-        **trainer_kwargs(tc, cfg, stage, report=report),
-        max_length=max_length,
-        completion_only_loss=completion_only_loss,
-        packing=packing,
-    )
-    args.packing = False  # TRL's packing is padding-free (one flattened sequence per batch); see pack_in_rows
+    args = trl_args(SFTConfig, section, cfg, stage, report=report, **overrides)
+    packing, max_length = getattr(section, "packing", False), args.max_length
     tokenizer.padding_side = "right"
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(records), processing_class=tokenizer)
     trainer.add_callback(CostCallback(stage))  # cost/* metrics and a cost row in the train log (r1_pipeline/cost.py)
@@ -44,9 +53,9 @@ def train_sft(model, tokenizer, records: list[dict], tc: TrainerConfig, cfg: Con
         trainer.train_dataset = packed_rows_dataset(trainer.train_dataset, max_length)
         trainer.data_collator = packed_rows_collator(tokenizer.pad_token_id)
         # with a KV cache in the forward pass transformers skips packed-sequence detection, and documents in one
-        # row would attend to each other (tests/unit/test_core.py checks the logits)
+        # row would attend to each other (tests/unit/test_sft.py checks the logits)
         model.config.use_cache = False
-        kernel = packed_attention_kernel(getattr(tc, "packed_attention", "sdpa"), model.device.type, stage)
+        kernel = packed_attention_kernel(getattr(section, "packed_attention", "sdpa"), model.device.type, stage)
         if kernel != attention:
             model.set_attn_implementation(kernel)
     checkpoints.train(trainer, stage, resume_key)
@@ -62,12 +71,15 @@ def packed_attention_kernel(name: str, device_type: str, stage: str) -> str:
     """The attention implementation packing in rows trains with. `flex_attention`: transformers builds a
     BlockMask per row from the per-document position_ids (a document mask), and flex attention skips the
     blocks it masks, so a row of many short documents costs far less than max_length^2. Its backward has no
-    CPU kernel: there the stage warns and keeps sdpa (tests/unit/test_packed_attention.py checks the loss)."""
+    CPU kernel: there the stage warns and keeps sdpa (tests/unit/test_sft.py checks the loss)."""
     if name == "flex_attention" and device_type != "cuda":
         import warnings
 
-        warnings.warn(f"{stage}.packed_attention flex_attention needs a CUDA device for its backward pass; "
-                      f"training on {device_type} with sdpa (the same loss, a materialized mask)")
+        warnings.warn(
+            f"{stage}.packed_attention flex_attention needs a CUDA device for its backward pass; "
+            f"training on {device_type} with sdpa (the same loss, a materialized mask)",
+            stacklevel=2,
+        )
         return "sdpa"
     return name
 

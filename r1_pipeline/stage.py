@@ -39,11 +39,8 @@ from typing import Callable
 
 from r1_pipeline import paths
 from r1_pipeline.config import Config, ConfigError, load_config
+from r1_pipeline.errors import StageError
 from r1_pipeline.io import write_json
-
-
-class StageError(RuntimeError):
-    """A stage cannot run (a missing input, a bad file): the message names what and where."""
 
 
 class StageTerminated(BaseException):
@@ -51,22 +48,6 @@ class StageTerminated(BaseException):
 
     A BaseException, like KeyboardInterrupt: `except Exception` in library code must not swallow it.
     """
-
-
-def require(path: str | Path, producer: str) -> Path:
-    """An input produced by an earlier stage; a clear error when it is absent."""
-    p = Path(path)
-    if not p.exists():
-        raise StageError(f"input {p} not found: run the `{producer}` stage first (dvc repro {producer})")
-    return p
-
-
-def require_package(module: str, key: str, install: str) -> None:
-    """A param that needs an optional package (vllm, liger-kernel): a clear error naming the key when it is absent."""
-    import importlib.util
-
-    if importlib.util.find_spec(module) is None:
-        raise StageError(f"{key} is true but {module} is not installed ({install})")
 
 
 def seed_everything(seed: int) -> None:
@@ -82,7 +63,11 @@ def parse_args(stage: str, argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=f"python -m tasks.{stage}", description=f"Run the {stage} stage.")
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
         help="override one param for this run (repeatable), e.g. --set grpo.max_steps=10",
     )
     return parser.parse_args(argv)
@@ -101,11 +86,11 @@ def launch_command(cfg: Config, stage: str, argv: list[str]) -> list[str] | None
     dvc.yaml always calls `python -m tasks.<stage>`; the stage relaunches itself through accelerate when
     needed, so the graph does not change with the profile. DeepSpeed needs a launcher even for one process.
     """
-    from r1_pipeline.config import PROJECT_ROOT, TrainerConfig
+    from r1_pipeline.config import PROJECT_ROOT, TrainerParams
     from r1_pipeline.modeling import resolve_device
 
     section = getattr(cfg, stage, None)
-    if not isinstance(section, TrainerConfig) or is_relaunched():
+    if not isinstance(section, TrainerParams) or is_relaunched():
         return None
     if section.num_processes == 1 and section.deepspeed == "none":
         return None
@@ -115,9 +100,20 @@ def launch_command(cfg: Config, stage: str, argv: list[str]) -> list[str] | None
     elif resolve_device(cfg.project.device) == "cpu":
         config = infra / "accelerate" / "cpu_zero2.yaml"  # without deepspeed: --cpu below makes it plain DDP
     else:
-        config = infra / "accelerate" / ("multi_gpu.yaml" if section.deepspeed == "none" else f"multi_gpu_{section.deepspeed}.yaml")
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
-           "--num_processes", str(section.num_processes)]
+        config = (
+            infra
+            / "accelerate"
+            / ("multi_gpu.yaml" if section.deepspeed == "none" else f"multi_gpu_{section.deepspeed}.yaml")
+        )
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(config),
+        "--num_processes",
+        str(section.num_processes),
+    ]
     if section.deepspeed != "none":
         cmd += ["--use_deepspeed", "--deepspeed_config_file", str(infra / "deepspeed" / f"{section.deepspeed}.json")]
     elif resolve_device(cfg.project.device) == "cpu":
@@ -160,8 +156,11 @@ def process_alive(pid: int, start: str | None = None) -> bool:
 def parent_env(pid: int | None = None) -> dict[str, str]:
     """What the flow hands a stage so it can tell when the flow is gone (see ParentWatchdog)."""
     pid = os.getpid() if pid is None else pid
-    return {PARENT_PID_ENV: str(pid), PARENT_START_ENV: process_start_time(pid) or "",
-            PARENT_PGID_ENV: str(os.getpgid(pid))}
+    return {
+        PARENT_PID_ENV: str(pid),
+        PARENT_START_ENV: process_start_time(pid) or "",
+        PARENT_PGID_ENV: str(os.getpgid(pid)),
+    }
 
 
 _PR_SET_PDEATHSIG = 1
@@ -201,9 +200,16 @@ class ParentWatchdog:
     unless this process still shares the group of the lost parent (`parent_pgid`: then only itself).
     """
 
-    def __init__(self, stage: str, watched: list[tuple[str, int, str | None]], interval: float = 0.5,
-                 on_orphan: Callable[[str], None] | None = None, grace_s: float = 5.0,
-                 parent_pgid: int | None = None, kill: Callable[[], None] | None = None):
+    def __init__(
+        self,
+        stage: str,
+        watched: list[tuple[str, int, str | None]],
+        interval: float = 0.5,
+        on_orphan: Callable[[str], None] | None = None,
+        grace_s: float = 7.0,
+        parent_pgid: int | None = None,
+        kill: Callable[[], None] | None = None,
+    ):
         self.stage, self.watched, self.interval = stage, watched, interval
         self.on_orphan, self.grace_s, self.parent_pgid = on_orphan, grace_s, parent_pgid
         self.kill = kill or self._kill_group
@@ -214,8 +220,10 @@ class ParentWatchdog:
     @classmethod
     def from_env(cls, stage: str, **kwargs) -> ParentWatchdog | None:
         watched = []
-        for what, pid_env, start_env in (("the flow that started it", PARENT_PID_ENV, PARENT_START_ENV),
-                                         ("its launcher", LAUNCHER_PID_ENV, LAUNCHER_START_ENV)):
+        for what, pid_env, start_env in (
+            ("the flow that started it", PARENT_PID_ENV, PARENT_START_ENV),
+            ("its launcher", LAUNCHER_PID_ENV, LAUNCHER_START_ENV),
+        ):
             if os.environ.get(pid_env, "").isdigit():
                 watched.append((what, int(os.environ[pid_env]), os.environ.get(start_env) or None))
         if not watched:
@@ -261,10 +269,18 @@ class ParentWatchdog:
         self.kill()
 
     def _call_on_orphan(self, why: str) -> None:
-        try:
-            self.on_orphan(why)
-        except Exception as exc:  # noqa: BLE001 (the kill must happen whatever tracking says)
-            _say(f"warning: {self.stage}: could not mark the MLflow run: {exc}")
+        # Retried within the grace: a store busy for a moment (SQLite's "database is locked") is not a reason to
+        # leave the run RUNNING forever.
+        deadline = time.monotonic() + self.grace_s
+        while True:
+            try:
+                self.on_orphan(why)
+                return
+            except Exception as exc:  # noqa: BLE001 (the kill must happen whatever tracking says)
+                if time.monotonic() + 0.5 > deadline:
+                    _say(f"warning: {self.stage}: could not mark the MLflow run: {exc}")
+                    return
+                time.sleep(0.25)
 
     def _kill_group(self) -> None:
         group = os.getpgrp()
@@ -394,9 +410,14 @@ def _parse_record(data: bytes) -> dict | None:
 def holder_info(**extra) -> dict:
     """Who holds a lock: pid, host, start time (epoch and local clock) and command line."""
     now = time.time()
-    return {"pid": os.getpid(), "host": socket.gethostname(), "started": now,
-            "started_local": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now)),
-            "command": " ".join(_command_line()), **extra}
+    return {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started": now,
+        "started_local": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now)),
+        "command": " ".join(_command_line()),
+        **extra,
+    }
 
 
 def _command_line() -> list[str]:
@@ -413,8 +434,10 @@ def describe_holder(record: dict | None, path: Path, held: bool = True) -> str:
         return f"holder unknown: {path}"
     since = time.strftime("%H:%M:%S", time.localtime(record["started"])) if record.get("started") else "?"
     here = record.get("host") in (None, socket.gethostname())
-    text = f"pid {record.get('pid', '?')}{'' if here else ' on ' + str(record['host'])} since {since}, " \
-           f"{record.get('command') or '?'}"
+    text = (
+        f"pid {record.get('pid', '?')}{'' if here else ' on ' + str(record['host'])} since {since}, "
+        f"{record.get('command') or '?'}"
+    )
     if held and here and isinstance(record.get("pid"), int) and not process_alive(record["pid"]):
         # The holder died but a process it forked (a dataloader worker) still has the lock file open.
         text += f"; that process is gone but a child of it still holds {path}"
@@ -445,8 +468,11 @@ def run_stage(stage: str, body: Callable[[Config], dict | None], argv: list[str]
         # the ranks do, and one lock per stage run is what a second run must see.
         lock = stage_lock(stage)
         if not lock.acquire(holder_info(stage=stage)):
-            print(f"error: {stage}: already running in this workspace ({describe_holder(lock.holder(), lock.path)});"
-                  " wait for it or kill it", file=sys.stderr)
+            print(
+                f"error: {stage}: already running in this workspace ({describe_holder(lock.holder(), lock.path)});"
+                " wait for it or kill it",
+                file=sys.stderr,
+            )
             return 2
         if lock.previous:
             previous = describe_holder(lock.previous, lock.path, held=False)
@@ -488,6 +514,11 @@ def _run_body(stage, body, cfg, run_ref, tracking, lock: HolderLock | None) -> i
         with tracking.stage_run(stage, cfg) as run:
             if run is not None:
                 run_ref["run_id"] = run.info.run_id
+                # Built now, not by the watchdog: opening a store (SQLite: schema checks) can take seconds on a
+                # loaded machine, more than the watchdog's grace; marking the run is then two quick writes.
+                from mlflow import MlflowClient
+
+                run_ref["client"] = MlflowClient(tracking.tracking_uri(cfg))
                 if lock is not None:  # should this process die outright, the next run closes this MLflow run
                     lock.update(mlflow_run_id=run.info.run_id, tracking_uri=tracking.tracking_uri(cfg))
             metrics = body(cfg) or {}
@@ -509,8 +540,13 @@ def _launch(cfg: Config, stage: str, launch: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix=f"r1-{stage}-") as tmp:
         exit_file = Path(tmp) / "rank-exit"
         me = os.getpid()
-        env = {**os.environ, LAUNCHED_ENV: "1", RANK_EXIT_ENV: str(exit_file),
-               LAUNCHER_PID_ENV: str(me), LAUNCHER_START_ENV: process_start_time(me) or ""}
+        env = {
+            **os.environ,
+            LAUNCHED_ENV: "1",
+            RANK_EXIT_ENV: str(exit_file),
+            LAUNCHER_PID_ENV: str(me),
+            LAUNCHER_START_ENV: process_start_time(me) or "",
+        }
         # SIGTERM to accelerate when this launcher dies (an OOM kill): it then stops the ranks it started.
         proc = subprocess.Popen(launch, env=env, preexec_fn=parent_death_preexec(signal.SIGTERM))
         try:
@@ -521,8 +557,11 @@ def _launch(cfg: Config, stage: str, launch: list[str]) -> int:
             _stop_child(proc)
             raise
         if code != 0 and exit_file.exists() and exit_file.read_text().strip() == "2":
-            print(f"error: {stage}: a rank exited 2 (invalid params or input; see its error above): exit 2, "
-                  f"not accelerate's {code}", file=sys.stderr)
+            print(
+                f"error: {stage}: a rank exited 2 (invalid params or input; see its error above): exit 2, "
+                f"not accelerate's {code}",
+                file=sys.stderr,
+            )
             return 2
     return code
 
@@ -553,7 +592,9 @@ def _exit_permanent() -> int:
 def _raise_on_sigterm() -> Callable[[], None]:
     """SIGTERM raises StageTerminated in the main thread (Python's default would exit without any cleanup)."""
     if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) not in (
-            signal.SIG_DFL, None):
+        signal.SIG_DFL,
+        None,
+    ):
         return lambda: None
     owner = os.getpid()
 
@@ -597,10 +638,10 @@ def _mark_orphaned(cfg: Config, run_ref: dict, why: str) -> None:
     if not tracking.is_main_process():
         return
     from mlflow import MlflowClient
+    from mlflow.entities import RunTag
 
-    client = MlflowClient(tracking.tracking_uri(cfg))
-    client.set_tag(run_id, "r1.status", "orphaned")
-    client.set_tag(run_id, "r1.orphaned_because", why)
+    client = run_ref.get("client") or MlflowClient(tracking.tracking_uri(cfg))
+    client.log_batch(run_id, tags=[RunTag("r1.status", "orphaned"), RunTag("r1.orphaned_because", why)])
     client.set_terminated(run_id, "KILLED")
 
 

@@ -48,7 +48,7 @@ def configure(cfg: Config) -> None:
     if uri.startswith("sqlite:///") and mlflow.get_experiment_by_name(name) is None:
         # Without a server, MLflow would put artifacts in ./mlruns of whichever directory first created the
         # experiment; keep them next to the database instead.
-        artifacts = (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").resolve()
+        artifacts = (Path(uri[len("sqlite:///") :]).parent / "mlartifacts").resolve()
         try:
             mlflow.create_experiment(name, artifact_location=artifacts.as_uri())
         except mlflow.exceptions.MlflowException:
@@ -69,9 +69,10 @@ def set_experiment_kind(client, experiment_id: str) -> None:
         print(f"warning: MLflow: could not set the experiment kind: {exc}", flush=True)
 
 
-def git_commit() -> str | None:
+def git_commit(cwd: str | Path | None = None) -> str | None:
+    """HEAD of the checkout at `cwd` (default: the working directory); None outside git."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
         return out.stdout.strip() or None if out.returncode == 0 else None
     except (OSError, subprocess.TimeoutExpired):
         return None
@@ -80,8 +81,9 @@ def git_commit() -> str | None:
 def git_dirty() -> str:
     """`true` when tracked files differ from the commit (the run's code is not exactly `git.commit`)."""
     try:
-        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                             text=True, timeout=10)
+        out = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=10
+        )
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
     return "unknown" if out.returncode != 0 else str(bool(out.stdout.strip())).lower()
@@ -95,8 +97,11 @@ def provenance_tags(stage: str) -> dict[str, str]:
         "dvc.params_sha256": sha256_file("params.yaml") or "none",
         "dvc.lock_sha256": sha256_file("dvc.lock") or "none",
     }
-    for env, tag in (("PREFECT__FLOW_RUN_ID", "prefect.flow_run_id"), ("R1_PIPELINE_RUN", "r1.pipeline_run"),
-                     ("R1_PREFECT_FLOW_RUN_URL", "prefect.flow_run_url")):
+    for env, tag in (
+        ("PREFECT__FLOW_RUN_ID", "prefect.flow_run_id"),
+        ("R1_PIPELINE_RUN", "r1.pipeline_run"),
+        ("R1_PREFECT_FLOW_RUN_URL", "prefect.flow_run_url"),
+    ):
         if os.environ.get(env):
             tags[tag] = os.environ[env]
     return tags
@@ -114,9 +119,7 @@ def stage_run(stage: str, cfg: Config, section: Any | None = None) -> Iterator[A
 
     configure(cfg)
     resumed = bool(os.environ.get("MLFLOW_RUN_ID"))
-    with mlflow.start_run(
-        run_name=None if resumed else stage, log_system_metrics=True
-    ) as run:
+    with mlflow.start_run(run_name=None if resumed else stage, log_system_metrics=True) as run:
         mlflow.set_tags(provenance_tags(stage))
         params = flat_params(section if section is not None else getattr(cfg, stage), prefix=f"{stage}.")
         params.update(flat_params(cfg.project, prefix="project."))

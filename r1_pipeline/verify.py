@@ -522,7 +522,7 @@ def _power_digits_ok(span: str) -> bool:
                 return 0.0
             if exponent > 10:  # an exponent of more than 10^10
                 raise _TooBig
-            value = (10.0 ** exponent) * base  # digits of the power: exponent value x log10(base)
+            value = (10.0**exponent) * base  # digits of the power: exponent value x log10(base)
             if value > MAX_POWER_DIGITS:
                 raise _TooBig
             return value
@@ -685,7 +685,11 @@ class _Worker:
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "r1_pipeline.verify", "--worker"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=env,
+            text=True,
         )
         self.started = False
 

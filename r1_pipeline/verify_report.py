@@ -112,7 +112,8 @@ def _as_label(value: Any) -> bool | None:
 
 
 def _response_text(value: Any) -> str | None:
-    """A response field as text: a string, or a chat list whose last message content is the response."""
+    """A response field as text: a string, or a chat list whose last message content is the response. Not
+    chat.completion_text, which joins every message: a graded record's chat list usually holds the prompt too."""
     if isinstance(value, str):
         return value
     if isinstance(value, list) and value and isinstance(value[-1], dict):
@@ -190,9 +191,7 @@ def score_jsonl(
             )
         gold = normalize_gold(_field(path, lineno, record, gold_field), gold_format)
         if gold is None:
-            raise VerifyInputError(
-                f"{path}:{lineno}: field {gold_field!r} has no gold answer (format {gold_format!r})"
-            )
+            raise VerifyInputError(f"{path}:{lineno}: field {gold_field!r} has no gold answer (format {gold_format!r})")
         label = None
         if label_field is not None:
             label = _as_label(_field(path, lineno, record, label_field))
@@ -296,8 +295,14 @@ def write_verdicts(result: VerifyResult, output: str | os.PathLike) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             for it in result.items:
-                row = {"line": it.line, "uid": it.uid, "group": it.group, "extracted": it.extracted,
-                       "correct": it.correct, "verdict": it.verdict}
+                row = {
+                    "line": it.line,
+                    "uid": it.uid,
+                    "group": it.group,
+                    "extracted": it.extracted,
+                    "correct": it.correct,
+                    "verdict": it.verdict,
+                }
                 if it.reason is not None:
                     row["reason"] = it.reason
                 if it.label is not None:
@@ -323,8 +328,7 @@ def run_verify(
     """`r1 verify`: score a JSONL file, print the report, optionally write verdicts. Returns an exit code
     (0 done, 2 bad input)."""
     try:
-        result = score_jsonl(file, response_field, gold_field, label_field, gold_format, workers, group_field,
-                             policy)
+        result = score_jsonl(file, response_field, gold_field, label_field, gold_format, workers, group_field, policy)
     except VerifyInputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -26,15 +26,34 @@ sys.path.insert(0, str(ROOT))
 
 # (import name, distribution name, required)
 PACKAGES = [
-    ("torch", "torch", True), ("transformers", "transformers", True), ("accelerate", "accelerate", True),
-    ("peft", "peft", True), ("trl", "trl", True), ("datasets", "datasets", True), ("deepspeed", "deepspeed", True),
-    ("math_verify", "math-verify", True), ("latex2sympy2_extended", "latex2sympy2_extended", True),
-    ("antlr4", "antlr4-python3-runtime", True), ("sympy", "sympy", True), ("pydantic", "pydantic", True),
-    ("mlflow", "mlflow-skinny", True), ("sqlalchemy", "sqlalchemy", True), ("alembic", "alembic", True),
-    ("pyarrow", "pyarrow", True), ("pandas", "pandas", True), ("fsspec", "fsspec", True), ("dill", "dill", True),
-    ("multiprocess", "multiprocess", True), ("xxhash", "xxhash", True), ("tokenizers", "tokenizers", True),
-    ("safetensors", "safetensors", True), ("huggingface_hub", "huggingface-hub", True), ("yaml", "pyyaml", True),
-    ("triton", "triton", False), ("liger_kernel", "liger-kernel", False), ("vllm", "vllm", False),
+    ("torch", "torch", True),
+    ("transformers", "transformers", True),
+    ("accelerate", "accelerate", True),
+    ("peft", "peft", True),
+    ("trl", "trl", True),
+    ("datasets", "datasets", True),
+    ("deepspeed", "deepspeed", True),
+    ("math_verify", "math-verify", True),
+    ("latex2sympy2_extended", "latex2sympy2_extended", True),
+    ("antlr4", "antlr4-python3-runtime", True),
+    ("sympy", "sympy", True),
+    ("pydantic", "pydantic", True),
+    ("mlflow", "mlflow-skinny", True),
+    ("sqlalchemy", "sqlalchemy", True),
+    ("alembic", "alembic", True),
+    ("pyarrow", "pyarrow", True),
+    ("pandas", "pandas", True),
+    ("fsspec", "fsspec", True),
+    ("dill", "dill", True),
+    ("multiprocess", "multiprocess", True),
+    ("xxhash", "xxhash", True),
+    ("tokenizers", "tokenizers", True),
+    ("safetensors", "safetensors", True),
+    ("huggingface_hub", "huggingface-hub", True),
+    ("yaml", "pyyaml", True),
+    ("triton", "triton", False),
+    ("liger_kernel", "liger-kernel", False),
+    ("vllm", "vllm", False),
     ("flash_attn", "flash-attn", False),
 ]
 
@@ -67,8 +86,9 @@ def smoke_datasets():
 def smoke_math_verify():
     from r1_pipeline.rewards import accuracy_reward
 
-    got = accuracy_reward(["<think>1/2</think><answer>\\frac{1}{2}</answer>", "<answer>3</answer>"],
-                          answer=["0.5", "4"])
+    got = accuracy_reward(
+        ["<think>1/2</think><answer>\\frac{1}{2}</answer>", "<answer>3</answer>"], answer=["0.5", "4"]
+    )
     assert got == [1.0, 0.0], got
     return f"accuracy_reward {got}"
 
@@ -131,9 +151,15 @@ def main() -> int:
         except Exception as exc:  # noqa: BLE001
             print(f"{'FAIL' if required else 'n/a '}  {dist:<28} {type(exc).__name__}: {str(exc)[:120]}")
             ok = ok and not required
-    for name, fn in [("cuda", smoke_cuda), ("datasets", smoke_datasets), ("math-verify reward", smoke_math_verify),
-                     ("mlflow sqlite", smoke_mlflow), ("deepspeed", smoke_deepspeed), ("trl trainers", smoke_trl),
-                     ("r1_pipeline config", smoke_config)]:
+    for name, fn in [
+        ("cuda", smoke_cuda),
+        ("datasets", smoke_datasets),
+        ("math-verify reward", smoke_math_verify),
+        ("mlflow sqlite", smoke_mlflow),
+        ("deepspeed", smoke_deepspeed),
+        ("trl trainers", smoke_trl),
+        ("r1_pipeline config", smoke_config),
+    ]:
         ok = check(name, fn) and ok
     print("all required imports ok" if ok else "SOME REQUIRED IMPORTS FAILED")
     return 0 if ok else 1

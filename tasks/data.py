@@ -13,34 +13,30 @@ One line on stderr naming the key, source, file, line or field; nothing written;
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from r1_pipeline import paths, tracking
 from r1_pipeline.config import Config
 from r1_pipeline.data import build_datasets, summary, write_datasets
-from r1_pipeline.stage import run_stage
-
-__all__ = ["build_datasets", "main", "run"]
+from r1_pipeline.stage import main_for
 
 
-def run(cfg: Config, root: str | Path | None = None) -> dict:
+def run(cfg: Config) -> dict:
     """Build and write; returns the flat counts that are logged as metrics."""
-    result = build_datasets(cfg, root=root or Path.cwd())
+    # --- build every dataset in memory (sources relative to the project root), then write all in one rename ---
+    result = build_datasets(cfg, root=Path.cwd())
     write_datasets(result)
     stats = result["stats"]
     print(f"data: {summary(stats)}")
+    # --- log the datasets to MLflow ---
     tracking.log_artifact(paths.DATA_STATS)
     for name in ("rl_train", "cold_start"):
         tracking.log_dataset(paths.DATA_DIR / f"{name}.jsonl", name, "training")
     for path in sorted(paths.EVAL_DIR.glob("*.jsonl")):
         tracking.log_dataset(path, path.stem, "evaluation")
+    # --- metrics ---
     return {f"data_{k}": v for k, v in stats.get("counts", {}).items() if isinstance(v, (int, float))}
 
 
-def main(argv: list[str] | None = None) -> int:
-    return run_stage("data", run, argv)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    main_for("data", run)

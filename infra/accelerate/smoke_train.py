@@ -38,13 +38,27 @@ def main() -> None:
 
     torch.manual_seed(0)
     cuda = torch.cuda.is_available()
-    config = Qwen2Config(vocab_size=128, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2, intermediate_size=128, max_position_embeddings=64)
+    config = Qwen2Config(
+        vocab_size=128,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=128,
+        max_position_embeddings=64,
+    )
     model = Qwen2ForCausalLM(config)
     training = TrainingArguments(
-        output_dir=args.output_dir, per_device_train_batch_size=4, gradient_accumulation_steps=2,
-        max_steps=args.steps, learning_rate=1e-3, logging_steps=1, report_to=[], save_strategy="no",
-        bf16=cuda, use_cpu=not cuda,
+        output_dir=args.output_dir,
+        per_device_train_batch_size=4,
+        gradient_accumulation_steps=2,
+        max_steps=args.steps,
+        learning_rate=1e-3,
+        logging_steps=1,
+        report_to=[],
+        save_strategy="no",
+        bf16=cuda,
+        use_cpu=not cuda,
     )
     trainer = Trainer(model=model, args=training, train_dataset=RandomTokens(64, 32, config.vocab_size))
     result = trainer.train()

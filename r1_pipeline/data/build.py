@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from r1_pipeline import paths
-from r1_pipeline.config import Config, DataConfig, SourceConfig
+from r1_pipeline.config import Config, DataParams, SourceParams
 from r1_pipeline.data import synthetic
 from r1_pipeline.data.dedup import Decontaminator, exact_duplicates, near_duplicates
 from r1_pipeline.data.records import ColdStartExample, Problem, SourceRecord
@@ -27,7 +27,7 @@ from r1_pipeline.data.sources import DataError, load_source
 from r1_pipeline.io import atomic_path, write_json, write_jsonl
 
 
-def _check_names(sources: list[SourceConfig], section: str) -> None:
+def _check_names(sources: list[SourceParams], section: str) -> None:
     names = [s.name for s in sources]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
@@ -35,7 +35,7 @@ def _check_names(sources: list[SourceConfig], section: str) -> None:
 
 
 def _clean_pool(
-    records: list[SourceRecord], data: DataConfig, decon: Decontaminator, per_source: dict[str, dict]
+    records: list[SourceRecord], data: DataParams, decon: Decontaminator, per_source: dict[str, dict]
 ) -> tuple[list[SourceRecord], dict[str, int]]:
     """Exact dedup, near dedup, decontamination; fills per-source counters, returns kept records and eval hits."""
     eval_hits = {name: 0 for name in decon.names}
@@ -67,7 +67,7 @@ def _clean_pool(
     return kept, eval_hits
 
 
-def src_label(src: SourceConfig) -> str:
+def src_label(src: SourceParams) -> str:
     """Where a source comes from, for error messages: its file, dataset id or synthetic split."""
     for attr in ("path", "hf_id"):
         if getattr(src, attr, None):
@@ -88,7 +88,7 @@ def _counters(result) -> dict[str, int]:
     }
 
 
-def build_datasets(cfg: Config | DataConfig, root: str | Path | None = None) -> dict[str, Any]:
+def build_datasets(cfg: Config | DataParams, root: str | Path | None = None) -> dict[str, Any]:
     """Everything the data stage writes, without writing it.
 
     Returns {"rl_train": [row], "rl_val": [row], "cold_start": [row], "corpus": [row],
@@ -96,13 +96,13 @@ def build_datasets(cfg: Config | DataConfig, root: str | Path | None = None) -> 
     relative source paths are resolved (the folder of params.yaml; default: the working directory).
     Raises DataError (one line naming the source, file, line and field) when a source cannot be read.
     """
-    data: DataConfig = cfg.data if isinstance(cfg, Config) else cfg
+    data: DataParams = cfg.data if isinstance(cfg, Config) else cfg
     root = Path(root) if root is not None else Path.cwd()
     task, seed = data.synthetic, data.seed
     _check_names(data.rl_sources, "rl_sources")
     _check_names(data.cold_start_sources, "cold_start_sources")
 
-    def load(src: SourceConfig, role: str):
+    def load(src: SourceParams, role: str):
         if data.from_hub and src.hf_id and src.type != "hf":
             src = src.model_copy(update={"type": "hf"})  # the same set, from the hub (data.from_hub)
         return load_source(src, role=role, seed=seed, task=task, root=root)
@@ -122,8 +122,7 @@ def build_datasets(cfg: Config | DataConfig, root: str | Path | None = None) -> 
         }
         if not res.records:
             # an empty yardstick would make evaluate fail (or report nothing) stages later
-            why = (f"all {res.rows_read} rows lack a usable gold answer" if res.rows_read
-                   else "the source has no rows")
+            why = f"all {res.rows_read} rows lack a usable gold answer" if res.rows_read else "the source has no rows"
             raise DataError(f"data.eval_sets: {src.name} ({src_label(src)}) has 0 problems: {why}")
     decon = Decontaminator({n: [p.problem for p in ps] for n, ps in evals.items()}, data.decontamination_ngram)
 
@@ -260,4 +259,3 @@ def summary(stats: dict[str, Any]) -> str:
         f"eval: {evals}; removed: {r['exact_duplicates']} exact dup, {r['near_duplicates']} near dup, "
         f"{r['contaminated']} contaminated"
     )
-

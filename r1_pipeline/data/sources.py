@@ -1,6 +1,6 @@
 """Read every kind of data source into normalized `SourceRecord`s.
 
-Source types (SourceConfig.type):
+Source types (SourceParams.type):
 - `synthetic`: the arithmetic-chain task (r1_pipeline.data.synthetic); `limit` is the number of problems.
 - `jsonl`, `parquet`: a local file, `path` relative to the project root (the params file's folder).
 - `hf`: a Hugging Face dataset, `datasets.load_dataset(hf_id, hf_config, split=split)`.
@@ -25,11 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
-from r1_pipeline.stage import StageError
-
-from r1_pipeline.config import SourceConfig, SyntheticTaskConfig
+from r1_pipeline.config import SourceParams, SyntheticTaskParams
 from r1_pipeline.data import synthetic
 from r1_pipeline.data.records import SourceRecord
+from r1_pipeline.errors import StageError
 
 # Problems a synthetic source generates when it sets no `limit`.
 DEFAULT_SYNTHETIC_COUNT = 1000
@@ -84,7 +83,7 @@ def iter_parquet(path: str | Path) -> Iterator[tuple[str, dict]]:
         yield f"{path} row {i}", rec
 
 
-def iter_hf(src: SourceConfig, **load_kwargs: Any) -> Iterator[tuple[str, dict]]:
+def iter_hf(src: SourceParams, **load_kwargs: Any) -> Iterator[tuple[str, dict]]:
     """(location, record) per row of `load_dataset(hf_id, hf_config, split=split, **load_kwargs)`.
 
     `load_kwargs` is for callers that point the loader at local files (e.g. `data_files=` with the `json` or
@@ -102,7 +101,7 @@ def iter_hf(src: SourceConfig, **load_kwargs: Any) -> Iterator[tuple[str, dict]]
         yield f"{name} row {i}", rec
 
 
-def iter_rows(src: SourceConfig, root: Path, **hf_kwargs: Any) -> Iterator[tuple[str, dict]]:
+def iter_rows(src: SourceParams, root: Path, **hf_kwargs: Any) -> Iterator[tuple[str, dict]]:
     if src.type == "jsonl":
         return iter_jsonl(root / src.path)
     if src.type == "parquet":
@@ -160,14 +159,14 @@ def clean_solution(text: str, fmt: str) -> str:
     return text.strip()
 
 
-def _field(rec: dict, name: str, where: str, src: SourceConfig) -> Any:
+def _field(rec: dict, name: str, where: str, src: SourceParams) -> Any:
     if name not in rec:
         fields = ", ".join(sorted(map(str, rec))) or "none"
         raise DataError(f"{where}: missing field {name!r} (source {src.name}; fields: {fields})")
     return rec[name]
 
 
-def normalize_rows(src: SourceConfig, rows: Iterator[tuple[str, dict]]) -> SourceResult:
+def normalize_rows(src: SourceParams, rows: Iterator[tuple[str, dict]]) -> SourceResult:
     """Map raw rows to SourceRecords with the source's field mapping; ids are `<name>-<row index>`."""
     result = SourceResult(records=[])
     for index, (where, rec) in enumerate(rows):
@@ -204,13 +203,13 @@ def _limit(records: list[SourceRecord], limit: Optional[int], seed: int, role: s
 
 
 def load_source(
-    src: SourceConfig,
+    src: SourceParams,
     *,
     role: str,
     seed: int,
-    task: SyntheticTaskConfig,
+    task: SyntheticTaskParams,
     root: str | Path = ".",
-    hf_loader: Optional[Callable[[SourceConfig], Iterator[tuple[str, dict]]]] = None,
+    hf_loader: Optional[Callable[[SourceParams], Iterator[tuple[str, dict]]]] = None,
 ) -> SourceResult:
     """Read one source for `role` (rl, cold_start, eval) into SourceRecords.
 

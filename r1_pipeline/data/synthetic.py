@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from r1_pipeline.chat import format_completion
-from r1_pipeline.config import SyntheticTaskConfig
+from r1_pipeline.config import SyntheticTaskParams
 from r1_pipeline.data.records import ColdStartExample, CorpusDocument, SourceRecord
 
 STYLES = ("scratchpad", "lazy", "direct", "plain")
@@ -109,7 +109,7 @@ def derive_rng(seed: int, *parts: object) -> random.Random:
 # ------------------------------------------------------------------------------------------------- sampling
 
 
-def sample_chain(rng: random.Random, n_ops: int, task: SyntheticTaskConfig) -> Chain:
+def sample_chain(rng: random.Random, n_ops: int, task: SyntheticTaskParams) -> Chain:
     """One chain of `n_ops` operations. Each operand is drawn uniformly among those for which + or - keeps the
     total in range; the operation is then drawn among the ones that do."""
     total = rng.randint(1, min(task.first_operand_max, task.total_max))
@@ -124,7 +124,7 @@ def sample_chain(rng: random.Random, n_ops: int, task: SyntheticTaskConfig) -> C
     return Chain(first, tuple(steps))
 
 
-def sample_split_chain(rng: random.Random, n_ops: int, task: SyntheticTaskConfig, split: str) -> Chain:
+def sample_split_chain(rng: random.Random, n_ops: int, task: SyntheticTaskParams, split: str) -> Chain:
     """Rejection-sample a chain until it belongs to `split`."""
     while True:
         chain = sample_chain(rng, n_ops, task)
@@ -132,7 +132,7 @@ def sample_split_chain(rng: random.Random, n_ops: int, task: SyntheticTaskConfig
             return chain
 
 
-def generate_chains(task: SyntheticTaskConfig, n: int, split: str, rng: random.Random) -> list[Chain]:
+def generate_chains(task: SyntheticTaskParams, n: int, split: str, rng: random.Random) -> list[Chain]:
     """`n` distinct chains of `split`, each with a difficulty drawn uniformly from chain_lengths.
 
     A difficulty whose space runs out (short chains have only a few hundred expressions) stops being drawn, so
@@ -185,7 +185,7 @@ def scratchpad_lines(chain: Chain, error_step: int | None = None, offset: int = 
     lines = ["".join(terms)]
     for i, true_total in enumerate(chain.totals):
         shown = true_total + (offset if error_step is not None and i >= error_step else 0)
-        lines.append("_" * (i + 1) + str(shown) + "".join(terms[i + 2:]))
+        lines.append("_" * (i + 1) + str(shown) + "".join(terms[i + 2 :]))
     return lines
 
 
@@ -195,7 +195,7 @@ def scratchpad_reasoning(problem: str | Chain) -> str:
     return "\n".join(scratchpad_lines(chain))
 
 
-def atomic_tokens(task: SyntheticTaskConfig) -> list[str]:
+def atomic_tokens(task: SyntheticTaskParams) -> list[str]:
     """The tokens the tiny tokenizer keeps whole: every number above 9 the task can show, every signed operand
     (`+3`, `-12`) and the `_` column marker; one token per term keeps the scratchpad's columns aligned."""
     top = max(task.total_max, task.first_operand_max)
@@ -231,7 +231,7 @@ def _wrong_value(rng: random.Random, value: int, total_max: int) -> int:
 
 
 def render_document(
-    chain: Chain, style: str, error: bool, rng: random.Random, task: SyntheticTaskConfig
+    chain: Chain, style: str, error: bool, rng: random.Random, task: SyntheticTaskParams
 ) -> CorpusDocument:
     """A corpus document of `style`; `error=True` makes its final answer wrong (see CorpusDocument.error)."""
     expr, answer = chain.expression, chain.answer
@@ -277,7 +277,7 @@ def _exact_counts(weights: dict[str, float], n: int) -> dict[str, int]:
     return counts
 
 
-def generate_corpus(task: SyntheticTaskConfig, rng: random.Random) -> list[CorpusDocument]:
+def generate_corpus(task: SyntheticTaskParams, rng: random.Random) -> list[CorpusDocument]:
     """`corpus_documents` documents over train-split expressions (repeats allowed, never a held-out one).
 
     Style shares follow corpus_style_weights exactly (largest remainder); exactly round(corpus_error_rate * n)

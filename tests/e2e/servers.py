@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from r1_pipeline import services
+from r1_ops import services
 
 
 @dataclass

@@ -31,9 +31,19 @@ def chromium() -> str:
 def browse(url: str, profile: Path, *, screenshot: Path | None = None, budget_ms: int = 20000) -> str:
     """The page's DOM after its scripts ran (or write a screenshot); text only, tags stripped."""
     cmd = [
-        chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
-        f"--user-data-dir={profile}", "--window-size=1400,900", f"--virtual-time-budget={budget_ms}",
+        chromium(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={profile}",
+        "--window-size=1400,900",
+        f"--virtual-time-budget={budget_ms}",
     ]
     cmd += [f"--screenshot={screenshot}"] if screenshot else ["--dump-dom"]
     out = subprocess.run([*cmd, url], capture_output=True, text=True, timeout=120)
@@ -50,11 +60,15 @@ def pipeline_runs(request, tmp_path_factory):
     client = MlflowClient(servers.mlflow_uri)
     tag = uuid.uuid4().hex[:8]
     exp_id = client.create_experiment(f"r1-ui-{tag}")
-    parent = client.create_run(exp_id, run_name=f"pipeline ui-{tag}", tags={"r1.pipeline": "parent", "r1.profile": "micro"})
+    parent = client.create_run(
+        exp_id, run_name=f"pipeline ui-{tag}", tags={"r1.pipeline": "parent", "r1.profile": "micro"}
+    )
     client.log_param(parent.info.run_id, "override.grpo.learning_rate", "1e-4")
     children = {}
     for stage, seconds in (("data", 7.5), ("grpo", 16.9), ("evaluate", 23.0)):
-        run = client.create_run(exp_id, run_name=stage, tags={"mlflow.parentRunId": parent.info.run_id, "r1.stage": stage})
+        run = client.create_run(
+            exp_id, run_name=stage, tags={"mlflow.parentRunId": parent.info.run_id, "r1.stage": stage}
+        )
         client.log_param(run.info.run_id, f"{stage}.marker", f"ui-{tag}")
         client.log_metric(run.info.run_id, f"{stage}_seconds", seconds)
         client.set_terminated(run.info.run_id, "FINISHED")
@@ -110,3 +124,45 @@ def test_experiment_opens_in_the_training_view(pipeline_runs, tmp_path):
     other = client.create_experiment(f"r1-ui-genai-{tag}", tags={EXPERIMENT_KIND_TAG: "genai_development"})
     set_experiment_kind(client, other)
     assert client.get_experiment(other).tags[EXPERIMENT_KIND_TAG] == "genai_development"
+
+
+def test_grpo_run_page_shows_the_rl_curves_first(pipeline_runs, tmp_path):
+    """A GRPO run's model-metrics tab: sections by key prefix in ASCII order, so TRL's clip_ratio/* would come
+    first; HeadlineMetricsCallback logs reward, accuracy and completion length as RL/*, the first section."""
+    import mlflow
+    from transformers import TrainerState
+
+    from r1_pipeline.grpo import HeadlineMetricsCallback
+
+    uri, exp_id, _, _, tag = pipeline_runs
+    trl_log = {  # the keys GRPOTrainer logs each step (outputs/logs/grpo.jsonl)
+        "clip_ratio/high_max": 0.0,
+        "clip_ratio/low_mean": 0.0,
+        "completions/mean_length": 28.0,
+        "entropy": 0.4,
+        "kl": 0.0,
+        "loss": 0.01,
+        "reward": 0.9,
+        "reward_std": 0.3,
+        "rewards/accuracy/mean": 0.6,
+        "rewards/format/mean": 0.3,
+    }
+    mlflow.set_tracking_uri(uri)
+    callback, state = HeadlineMetricsCallback(), TrainerState()
+    with mlflow.start_run(experiment_id=exp_id, run_name=f"grpo-ui-{tag}") as run:
+        for step in (1, 2, 3):
+            logs = {k: v + 0.01 * step for k, v in trl_log.items()}
+            mlflow.log_metrics(logs, step=step)  # as TRL's MLflowCallback does
+            state.global_step = step
+            callback.on_log(None, state, None, logs=logs)
+    mlflow.flush_async_logging()
+    history = mlflow.MlflowClient(uri).get_metric_history(run.info.run_id, "RL/completion_length")
+    assert [(m.step, round(m.value, 2)) for m in history] == [(1, 28.01), (2, 28.02), (3, 28.03)]
+    page = f"{uri}/#/experiments/{exp_id}/runs/{run.info.run_id}/model-metrics?workflowType=machine_learning"
+    text = browse(page, tmp_path / "profile")
+    sections = re.findall(r"(\S+) \((\d+)\) Add chart", text)
+    assert sections and sections[0] == ("RL", "3"), sections
+    assert [name for name, _ in sections].index("clip_ratio") > 0, sections
+    shot = tmp_path / "mlflow-grpo-run.png"
+    browse(page, tmp_path / "profile", screenshot=shot)
+    assert shot.stat().st_size > 10_000

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from r1_pipeline.orchestration import kill_process_group
+from r1_ops.orchestration import kill_process_group
 from tests.e2e.workspace import copy_project, stage_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -42,8 +42,13 @@ def test_readme_deployment_lines_run_as_written(tmp_path):
     busy = [p for p in (4200, 5000) if port_busy(p)]
     assert not busy, f"ports {busy} are in use: the README's `r1 services up` needs them free"
     ws = copy_project(tmp_path / "ws")
-    env = stage_env({"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-                     "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"})
+    env = stage_env(
+        {
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+            "PREFECT_HOME": str(tmp_path / "prefect-home"),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        }
+    )
     for key in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID", "R1_PROJECT_ROOT"):
         env.pop(key, None)
     script = "set -e\n" + "\n".join(lines)
@@ -51,14 +56,20 @@ def test_readme_deployment_lines_run_as_written(tmp_path):
     # its own process group, output to a file: the background worker keeps the group (and any pipe) alive
     # after the script ends; the whole group is stopped afterwards, as closing the terminal would
     with open(log, "w") as out:
-        proc = subprocess.Popen(["bash", "-c", script], cwd=ws, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            ["bash", "-c", script], cwd=ws, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
         try:
             code = proc.wait(timeout=1500)
         finally:
             kill_process_group(proc.pid, 10, proc)
-            subprocess.run([str(Path(sys.executable).parent / "r1"), "services", "down"], cwd=ws, env=env,
-                           capture_output=True, timeout=120)
+            subprocess.run(
+                [str(Path(sys.executable).parent / "r1"), "services", "down"],
+                cwd=ws,
+                env=env,
+                capture_output=True,
+                timeout=120,
+            )
     text = log.read_text()
     assert code == 0, text[-6000:]
     assert "Completed" in text, text[-3000:]

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from r1_pipeline import services
-from r1_pipeline.orchestration import bin_path, kill_process_group
+from r1_ops import services
+from r1_ops.orchestration import kill_process_group
 from r1_pipeline.registry import model_digest
 from tests.e2e.servers import session_servers
 from tests.e2e.workspace import copy_project, stage_env
@@ -31,8 +31,12 @@ CREDS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AW
 def s3(request, tmp_path_factory):
     port = services.free_port()
     log = open(tmp_path_factory.mktemp("moto") / "moto.log", "w")
-    proc = subprocess.Popen([str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     request.addfinalizer(lambda: (kill_process_group(proc.pid, 5, proc), log.close()))
     url = f"http://127.0.0.1:{port}"
     for _ in range(100):
@@ -43,8 +47,12 @@ def s3(request, tmp_path_factory):
             time.sleep(0.2)
     import boto3
 
-    client = boto3.client("s3", endpoint_url=url, **{k.lower(): v for k, v in CREDS.items() if k != "AWS_DEFAULT_REGION"},
-                          region_name="us-east-1")
+    client = boto3.client(
+        "s3",
+        endpoint_url=url,
+        **{k.lower(): v for k, v in CREDS.items() if k != "AWS_DEFAULT_REGION"},
+        region_name="us-east-1",
+    )
     client.create_bucket(Bucket="r1-cache")
     return url, client
 
@@ -56,8 +64,13 @@ def mlflow_s3(request, tmp_path_factory, s3):
     saved = dict(os.environ)
     os.environ.update({**CREDS, "MLFLOW_S3_ENDPOINT_URL": url})
     try:
-        svc = services.start_mlflow(f"sqlite:///{base / 'mlflow.db'}", "s3://r1-cache/mlflow", services.free_port(),
-                                    base / "mlflow.log", cwd=base)
+        svc = services.start_mlflow(
+            f"sqlite:///{base / 'mlflow.db'}",
+            "s3://r1-cache/mlflow",
+            services.free_port(),
+            base / "mlflow.log",
+            cwd=base,
+        )
     finally:
         os.environ.clear()
         os.environ.update(saved)
@@ -67,8 +80,14 @@ def mlflow_s3(request, tmp_path_factory, s3):
 
 
 def r1_run(ws: Path, env: dict) -> subprocess.CompletedProcess:
-    proc = subprocess.run([str(Path(sys.executable).with_name("r1")), "run", "--stages", STAGES], cwd=ws, env=env,
-                          capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [str(Path(sys.executable).with_name("r1")), "run", "--stages", STAGES],
+        cwd=ws,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return proc
 
@@ -86,7 +105,9 @@ def stage_runs(client, experiment: str) -> set[str]:
     """The ids of the active MLflow runs the stages trained into (the flow deletes the child run of a stage that
     DVC restored instead of running)."""
     exp = client.get_experiment_by_name(experiment)
-    return {r.info.run_id for r in client.search_runs([exp.experiment_id], max_results=1000) if "r1.stage" in r.data.tags}
+    return {
+        r.info.run_id for r in client.search_runs([exp.experiment_id], max_results=1000) if "r1.stage" in r.data.tags
+    }
 
 
 def test_second_fresh_clone_restores_every_stage_from_the_remote(request, tmp_path_factory, tmp_path, s3, mlflow_s3):
@@ -95,8 +116,15 @@ def test_second_fresh_clone_restores_every_stage_from_the_remote(request, tmp_pa
     url, client = s3
     servers = session_servers(request, tmp_path_factory)
     origin = copy_project(tmp_path / "origin", overrides=["project.mlflow_experiment=r1-s3"])
-    env = stage_env({**CREDS, "PREFECT_API_URL": servers.prefect_api_url, "MLFLOW_TRACKING_URI": mlflow_s3,
-                     "R1_DVC_REMOTE_URL": "s3://r1-cache/dvc", "R1_DVC_REMOTE_ENDPOINT_URL": url})
+    env = stage_env(
+        {
+            **CREDS,
+            "PREFECT_API_URL": servers.prefect_api_url,
+            "MLFLOW_TRACKING_URI": mlflow_s3,
+            "R1_DVC_REMOTE_URL": "s3://r1-cache/dvc",
+            "R1_DVC_REMOTE_ENDPOINT_URL": url,
+        }
+    )
     env.pop("MLFLOW_EXPERIMENT_NAME", None)
     pods = []
     for name in ("pod1", "pod2", "pod3"):  # fresh clones: no outputs, no DVC cache, no dvc.lock, nothing shared on disk
@@ -123,7 +151,10 @@ def test_second_fresh_clone_restores_every_stage_from_the_remote(request, tmp_pa
         assert re.search(rf"^{stage}\s+skipped \(restored from DVC run cache\)", second_out, re.M), second_out[-3000:]
     assert stage_runs(ml, "r1-s3") == trained
     assert {(v.name, v.version) for v in ml.search_model_versions()} == versions
-    runs = lambda pod: {p.relative_to(pod / ".dvc/cache/runs") for p in (pod / ".dvc/cache/runs").rglob("*") if p.is_file()}
+
+    def runs(pod):
+        return {p.relative_to(pod / ".dvc/cache/runs") for p in (pod / ".dvc/cache/runs").rglob("*") if p.is_file()}
+
     assert runs(pods[0]) and runs(pods[0]) <= runs(pods[1])
     assert lock_outs(pods[1]) == lock_outs(pods[0])
     assert model_digest(pods[1] / "outputs/models/sft") == model_digest(pods[0] / "outputs/models/sft")
@@ -133,12 +164,20 @@ def test_second_fresh_clone_restores_every_stage_from_the_remote(request, tmp_pa
 
     # pod3: the documented commands without Prefect (infra/README.md, "Results that outlive the pod")
     dvc = [str(Path(sys.executable).with_name("dvc"))]
-    for args in (["remote", "add", "--local", "-d", "-f", "r1-shared", "s3://r1-cache/dvc"],
-                 ["remote", "modify", "--local", "r1-shared", "endpointurl", url],
-                 ["pull", "--run-cache", "--allow-missing"]):
+    for args in (
+        ["remote", "add", "--local", "-d", "-f", "r1-shared", "s3://r1-cache/dvc"],
+        ["remote", "modify", "--local", "r1-shared", "endpointurl", url],
+        ["pull", "--run-cache", "--allow-missing"],
+    ):
         subprocess.run(dvc + args, cwd=pods[2], env=env, check=True, capture_output=True, timeout=300)
-    third = subprocess.run(dvc + ["repro", "--pull", STAGES.split(",")[-1]], cwd=pods[2], env=env,
-                           capture_output=True, text=True, timeout=600)
+    third = subprocess.run(
+        dvc + ["repro", "--pull", STAGES.split(",")[-1]],
+        cwd=pods[2],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     third_out = third.stdout + third.stderr
     assert third.returncode == 0 and "Running stage" not in third_out, third_out[-4000:]
     assert sorted(re.findall(r"^Stage '(\w+)' is cached - skipping run", third_out, re.M)) == sorted(STAGES.split(","))
@@ -152,6 +191,13 @@ def test_second_fresh_clone_restores_every_stage_from_the_remote(request, tmp_pa
 def json_status(pod: Path, env: dict, stages: list[str]) -> dict:
     import json
 
-    out = subprocess.run([str(Path(sys.executable).with_name("dvc")), "status", "--json", *stages], cwd=pod, env=env,
-                         capture_output=True, text=True, timeout=300, check=True)
+    out = subprocess.run(
+        [str(Path(sys.executable).with_name("dvc")), "status", "--json", *stages],
+        cwd=pod,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
     return json.loads(out.stdout.strip() or "{}")

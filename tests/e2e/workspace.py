@@ -14,16 +14,27 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from r1_ops.orchestration import bin_path, subprocess_env
 from r1_pipeline.config import apply_overrides, profile_dict, to_yaml, validate
-from r1_pipeline.orchestration import bin_path, subprocess_env
 
 ROOT = Path(__file__).resolve().parents[2]
-GIT = ["git", "-c", "user.email=tests@r1-pipeline.local", "-c", "user.name=r1-pipeline tests", "-c", "commit.gpgsign=false"]
+GIT = [
+    "git",
+    "-c",
+    "user.email=tests@r1-pipeline.local",
+    "-c",
+    "user.name=r1-pipeline tests",
+    "-c",
+    "commit.gpgsign=false",
+]
 
 
 def project_files(root: Path = ROOT) -> list[str]:
     out = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=root, capture_output=True, check=True
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=root,
+        capture_output=True,
+        check=True,
     )
     return [f for f in out.stdout.decode().split("\0") if f and (root / f).is_file()]
 
@@ -57,12 +68,16 @@ def git(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([*GIT, *args], cwd=cwd, capture_output=True, text=True, check=True)
 
 
-def dvc(cwd: Path, *args: str, check: bool = False, timeout: float = 900, env: dict | None = None) -> subprocess.CompletedProcess:
+def dvc(
+    cwd: Path, *args: str, check: bool = False, timeout: float = 900, env: dict | None = None
+) -> subprocess.CompletedProcess:
     out = subprocess.run(
         [bin_path("dvc"), *args], cwd=cwd, env=stage_env(env), capture_output=True, text=True, timeout=timeout
     )
     if check and out.returncode != 0:
-        raise AssertionError(f"dvc {' '.join(args)} exited {out.returncode}:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+        raise AssertionError(
+            f"dvc {' '.join(args)} exited {out.returncode}:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
+        )
     return out
 
 

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from infra_checks import COMPOSE_FILE, dump_yaml, load_yaml, require_module, run
 
 ENV_EXAMPLE = COMPOSE_FILE.parent / ".env.example"

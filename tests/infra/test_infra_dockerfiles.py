@@ -11,7 +11,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from infra_checks import INFRA, find_tool, run
 
 DOCKER_DIR = INFRA / "docker"

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from infra_checks import INFRA, load_yaml
 
 SKY = INFRA / "skypilot"
@@ -45,8 +44,9 @@ def order_problems(text: str, stage_pattern: str) -> list[str]:
     code = [re.sub(r"\s+#.*$", "", ln) for ln in lines]
 
     def first(pattern: str) -> int | None:
-        return next((i for i, ln in enumerate(code) if re.search(pattern, ln) and not ln.lstrip().startswith("#")),
-                    None)
+        return next(
+            (i for i, ln in enumerate(code) if re.search(pattern, ln) and not ln.lstrip().startswith("#")), None
+        )
 
     pull, stage = first(r"^\s*r1 remote pull\b"), first(stage_pattern)
     push, trap = first(r"^\s*r1 remote push\b"), first(r"trap 'r1 remote push' EXIT")
@@ -82,10 +82,17 @@ def test_skypilot_tasks_take_the_shared_remote_from_their_envs(name):
 
 # ------------------------------------------------------------------------------- the templates' lines, for real
 
-STAGE = {"stages": {"train": {
-    "cmd": "python train.py", "deps": ["train.py"], "params": ["lr"],
-    "outs": ["model.txt"], "metrics": ["metrics.json"],
-}}}
+STAGE = {
+    "stages": {
+        "train": {
+            "cmd": "python train.py",
+            "deps": ["train.py"],
+            "params": ["lr"],
+            "outs": ["model.txt"],
+            "metrics": ["metrics.json"],
+        }
+    }
+}
 TRAIN = """
     import json, yaml
     lr = yaml.safe_load(open("params.yaml"))["lr"]
@@ -119,22 +126,33 @@ def env_with_remote(remote: Path) -> dict:
     import os
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("R1_DVC_", "MLFLOW_RUN_ID"))}
-    env.update({"PATH": f"{BIN}:{env.get('PATH', '')}", "R1_DVC_REMOTE_URL": str(remote), "DVC_NO_ANALYTICS": "1",
-                "PUSH_OUTPUTS": "true", "STAGE": "train"})
+    env.update(
+        {
+            "PATH": f"{BIN}:{env.get('PATH', '')}",
+            "R1_DVC_REMOTE_URL": str(remote),
+            "DVC_NO_ANALYTICS": "1",
+            "PUSH_OUTPUTS": "true",
+            "STAGE": "train",
+        }
+    )
     return env
 
 
 def bash(lines: str, cwd: Path, env: dict) -> str:
-    out = subprocess.run(["bash", "-c", "set -euo pipefail\n" + lines], cwd=cwd, env=env, capture_output=True,
-                         text=True, timeout=300)
+    out = subprocess.run(
+        ["bash", "-c", "set -euo pipefail\n" + lines], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     return out.stdout + out.stderr
 
 
 def one_node_lines() -> str:
     """The 1-node SkyPilot run script without what needs the cluster (venv, GPUs, the profile)."""
-    keep = [ln for ln in script("skypilot/r1-1node-8gpu.yaml").splitlines()
-            if not re.match(r"\s*(set -euo|source |nvidia-smi|r1 config use)", ln)]
+    keep = [
+        ln
+        for ln in script("skypilot/r1-1node-8gpu.yaml").splitlines()
+        if not re.match(r"\s*(set -euo|source |nvidia-smi|r1 config use)", ln)
+    ]
     assert any("r1 remote pull" in ln for ln in keep) and any("dvc repro" in ln for ln in keep)
     return "\n".join(keep)
 
@@ -160,8 +178,11 @@ def test_a_stage_run_outside_dvc_repro_is_restored_in_a_second_clone(name, origi
     their pull line, the stage (run directly here), and their commit and push lines."""
     text = script(name)
     pull = next(ln.strip() for ln in text.splitlines() if ln.strip().startswith("r1 remote pull"))
-    after = [re.sub(r"\s+#.*$", "", ln).strip() for ln in text.splitlines()
-             if re.match(r"\s*(dvc commit|r1 remote push)\b", ln)]
+    after = [
+        re.sub(r"\s+#.*$", "", ln).strip()
+        for ln in text.splitlines()
+        if re.match(r"\s*(dvc commit|r1 remote push)\b", ln)
+    ]
     assert [a.split()[0:2] for a in after] == [["dvc", "commit"], ["r1", "remote"]], after
     env = env_with_remote(tmp_path / "remote")
     node = clone(origin, tmp_path / "node1")
@@ -179,6 +200,7 @@ def test_r1_remote_without_any_remote_says_so(origin, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("R1_DVC_")}
     env["PATH"] = f"{BIN}:{env.get('PATH', '')}"
     for action in ("pull", "push"):
-        out = subprocess.run([str(BIN / "r1"), "remote", action], cwd=node, env=env, capture_output=True, text=True,
-                             timeout=120)
+        out = subprocess.run(
+            [str(BIN / "r1"), "remote", action], cwd=node, env=env, capture_output=True, text=True, timeout=120
+        )
         assert out.returncode == 0 and f"nothing to {action}" in out.stdout, out.stdout + out.stderr

@@ -10,7 +10,6 @@ import copy
 import json
 
 import pytest
-
 from infra_checks import K8S_TEMPLATE, render_job_manifest, require_module, run
 
 K8S_VERSIONS = ["1.31.0", "1.37.0"]

@@ -16,7 +16,6 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
-
 from infra_checks import INFRA, REPO, require_module
 
 ACCEL_DIR = INFRA / "accelerate"
@@ -151,9 +150,20 @@ def test_broken_accelerate_configs_are_rejected(tmp_path, monkeypatch):
 def trainer_args(**overrides) -> SimpleNamespace:
     """The TrainingArguments fields HfTrainerDeepSpeedConfig reads (8 GPUs, bf16)."""
     base = dict(
-        world_size=8, per_device_train_batch_size=4, gradient_accumulation_steps=2, max_grad_norm=1.0,
-        learning_rate=3e-5, adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8, weight_decay=0.0,
-        save_on_each_node=False, fp16=False, fp16_full_eval=False, bf16=True, bf16_full_eval=False,
+        world_size=8,
+        per_device_train_batch_size=4,
+        gradient_accumulation_steps=2,
+        max_grad_norm=1.0,
+        learning_rate=3e-5,
+        adam_beta1=0.9,
+        adam_beta2=0.999,
+        adam_epsilon=1e-8,
+        weight_decay=0.0,
+        save_on_each_node=False,
+        fp16=False,
+        fp16_full_eval=False,
+        bf16=True,
+        bf16_full_eval=False,
         get_warmup_steps=lambda n: 0,
     )
     base.update(overrides)
@@ -255,9 +265,18 @@ def test_smoke_train_through_cpu_deepspeed(ds_json, tmp_path):
     import subprocess
     import sys
 
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "infra/accelerate/cpu_zero2.yaml",
-           "--deepspeed_config_file", f"infra/deepspeed/{ds_json}",
-           "infra/accelerate/smoke_train.py", "--output-dir", str(tmp_path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        "infra/accelerate/cpu_zero2.yaml",
+        "--deepspeed_config_file",
+        f"infra/deepspeed/{ds_json}",
+        "infra/accelerate/smoke_train.py",
+        "--output-dir",
+        str(tmp_path),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]

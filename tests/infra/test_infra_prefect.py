@@ -13,10 +13,9 @@ import copy
 from pathlib import Path
 
 import pytest
-
 from infra_checks import INFRA, REPO, load_yaml, require_module
 
-ENTRYPOINT = "flows/r1_pipeline.py:r1_pipeline"
+ENTRYPOINT = "flows/pipeline.py:r1_pipeline"
 HELM_VALUES = INFRA / "prefect" / "helm-values-worker.yaml"
 
 
@@ -52,7 +51,7 @@ def test_broken_prefect_yaml_is_rejected(prefect_config, tmp_path):
         model.model_validate(broken)
     # and the file checks below catch a wrong entrypoint
     broken = copy.deepcopy(prefect_config)
-    broken["deployments"][1]["entrypoint"] = "flows/r1_pipeline.py:pipeline"
+    broken["deployments"][1]["entrypoint"] = "flows/pipeline.py:pipeline"
     with pytest.raises(AssertionError):
         check_deployments(broken)
 
@@ -82,7 +81,7 @@ def test_pull_steps_are_prefect_steps(prefect_config):
         steps += dep.get("pull") or []
     assert steps
     for step in steps:
-        (fqn, _args), = step.items()
+        ((fqn, _args),) = step.items()
         module, _, func = fqn.rpartition(".")
         mod = require_module(module, "prefect")
         assert callable(getattr(mod, func, None)), fqn
@@ -135,16 +134,59 @@ def test_gpu_slots_name_pipeline_stages(prefect_config):
 # --------------------------------------------------------------------------------------------- Helm values
 
 # Top-level and `worker` keys of the prefect-worker chart's values.yaml (PrefectHQ/prefect-helm).
-CHART_TOP = {"nameOverride", "fullnameOverride", "namespaceOverride", "commonLabels", "commonAnnotations",
-             "worker", "serviceAccount", "role", "rolebinding"}
-CHART_WORKER = {"autoscaling", "clusterUid", "initContainer", "image", "config", "apiConfig", "cloudApiConfig",
-                "selfHostedCloudApiConfig", "serverApiConfig", "revisionHistoryLimit", "replicaCount", "resources",
-                "livenessProbe", "podSecurityContext", "priorityClassName", "containerSecurityContext",
-                "podLabels", "podAnnotations", "affinity", "nodeSelector", "tolerations", "extraEnvVars",
-                "extraEnvVarsCM", "extraEnvVarsSecret", "extraContainers", "extraVolumes", "extraVolumeMounts",
-                "extraArgs"}
-CHART_CONFIG = {"workPool", "workQueues", "queryInterval", "prefetchSeconds", "http2", "type", "installPolicy",
-                "name", "limit", "baseJobTemplate"}
+CHART_TOP = {
+    "nameOverride",
+    "fullnameOverride",
+    "namespaceOverride",
+    "commonLabels",
+    "commonAnnotations",
+    "worker",
+    "serviceAccount",
+    "role",
+    "rolebinding",
+}
+CHART_WORKER = {
+    "autoscaling",
+    "clusterUid",
+    "initContainer",
+    "image",
+    "config",
+    "apiConfig",
+    "cloudApiConfig",
+    "selfHostedCloudApiConfig",
+    "serverApiConfig",
+    "revisionHistoryLimit",
+    "replicaCount",
+    "resources",
+    "livenessProbe",
+    "podSecurityContext",
+    "priorityClassName",
+    "containerSecurityContext",
+    "podLabels",
+    "podAnnotations",
+    "affinity",
+    "nodeSelector",
+    "tolerations",
+    "extraEnvVars",
+    "extraEnvVarsCM",
+    "extraEnvVarsSecret",
+    "extraContainers",
+    "extraVolumes",
+    "extraVolumeMounts",
+    "extraArgs",
+}
+CHART_CONFIG = {
+    "workPool",
+    "workQueues",
+    "queryInterval",
+    "prefetchSeconds",
+    "http2",
+    "type",
+    "installPolicy",
+    "name",
+    "limit",
+    "baseJobTemplate",
+}
 
 
 def helm_problems(values: dict, prefect_cfg: dict) -> list[str]:
@@ -185,12 +227,22 @@ def test_helm_values_kubernetes_fragments_are_valid(tmp_path):
 
     def pod(w: dict) -> dict:
         return {
-            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "prefect-worker"},
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "prefect-worker"},
             "spec": {
-                "securityContext": w["podSecurityContext"], "affinity": w["affinity"],
-                "nodeSelector": w["nodeSelector"], "tolerations": w["tolerations"],
-                "containers": [{"name": "worker", "image": "prefecthq/prefect:" + w["image"]["prefectTag"],
-                                "resources": w["resources"], "securityContext": w["containerSecurityContext"]}],
+                "securityContext": w["podSecurityContext"],
+                "affinity": w["affinity"],
+                "nodeSelector": w["nodeSelector"],
+                "tolerations": w["tolerations"],
+                "containers": [
+                    {
+                        "name": "worker",
+                        "image": "prefecthq/prefect:" + w["image"]["prefectTag"],
+                        "resources": w["resources"],
+                        "securityContext": w["containerSecurityContext"],
+                    }
+                ],
             },
         }
 

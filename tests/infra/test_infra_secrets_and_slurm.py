@@ -16,7 +16,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from infra_checks import INFRA, PREFECT_YAML, REPO, find_tool, run
 
 KNOWN_FORMATS = {
@@ -40,8 +39,13 @@ PLACEHOLDERS = {"", "null", "none", "change_me", "changeme", "...", "<redacted>"
 def committed_files() -> list[Path]:
     paths = [p for p in INFRA.rglob("*") if p.is_file()] + [PREFECT_YAML]
     if shutil.which("git") and (REPO / ".git").exists():
-        res = subprocess.run(["git", "check-ignore", "--stdin"], input="\n".join(str(p) for p in paths),
-                             capture_output=True, text=True, cwd=REPO)
+        res = subprocess.run(
+            ["git", "check-ignore", "--stdin"],
+            input="\n".join(str(p) for p in paths),
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+        )
         ignored = {Path(line) for line in res.stdout.splitlines()}
         paths = [p for p in paths if p not in ignored]
     return [p for p in paths if "__pycache__" not in p.parts]
@@ -105,10 +109,39 @@ SLURM_DIR = INFRA / "slurm"
 SCRIPTS = ["grpo.sbatch", "train.sbatch"]
 # sbatch long options used or plausible in these scripts (sbatch --help); a typo is not silently ignored.
 SBATCH_OPTIONS = {
-    "job-name", "nodes", "ntasks", "ntasks-per-node", "gres", "gpus", "gpus-per-node", "cpus-per-task",
-    "cpus-per-gpu", "mem", "mem-per-cpu", "mem-per-gpu", "exclusive", "time", "output", "error", "requeue",
-    "partition", "account", "qos", "constraint", "nodelist", "exclude", "signal", "mail-type", "mail-user",
-    "chdir", "export", "array", "dependency", "reservation", "open-mode", "wait-all-nodes",
+    "job-name",
+    "nodes",
+    "ntasks",
+    "ntasks-per-node",
+    "gres",
+    "gpus",
+    "gpus-per-node",
+    "cpus-per-task",
+    "cpus-per-gpu",
+    "mem",
+    "mem-per-cpu",
+    "mem-per-gpu",
+    "exclusive",
+    "time",
+    "output",
+    "error",
+    "requeue",
+    "partition",
+    "account",
+    "qos",
+    "constraint",
+    "nodelist",
+    "exclude",
+    "signal",
+    "mail-type",
+    "mail-user",
+    "chdir",
+    "export",
+    "array",
+    "dependency",
+    "reservation",
+    "open-mode",
+    "wait-all-nodes",
 }
 
 
@@ -153,9 +186,17 @@ def test_sbatch_shellcheck(name, tmp_path):
 
 def test_grpo_follows_the_vllm_server_layout():
     text = (SLURM_DIR / "grpo.sbatch").read_text()
-    for needle in ("trl vllm-serve", "scontrol show hostnames", "--nodelist=\"$VLLM_NODE\"", "accelerate launch",
-                   "--num_machines", "--machine_rank \\$SLURM_PROCID", "srun", "vllm_server_host",
-                   "multi_node_zero3.yaml"):
+    for needle in (
+        "trl vllm-serve",
+        "scontrol show hostnames",
+        '--nodelist="$VLLM_NODE"',
+        "accelerate launch",
+        "--num_machines",
+        "--machine_rank \\$SLURM_PROCID",
+        "srun",
+        "vllm_server_host",
+        "multi_node_zero3.yaml",
+    ):
         assert needle in text, needle
     train = (SLURM_DIR / "train.sbatch").read_text()
     assert "tasks.$STAGE" in train and "STAGE=${STAGE:-sft}" in train

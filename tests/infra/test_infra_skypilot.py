@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from infra_checks import INFRA, dump_yaml, find_tool, load_yaml, require_module, run
 
 SKY_DIR = INFRA / "skypilot"
@@ -89,7 +88,7 @@ def test_task_loads_with_skypilot(name, tmp_path):
     accelerators = [r.accelerators for r in task.resources]
     assert all(a and list(a.values()) == [8] for a in accelerators)
     for label, broken in broken_copies(load_yaml(SKY_DIR / name)).items():
-        with pytest.raises(Exception):
+        with pytest.raises(Exception):  # noqa: B017 - SkyPilot raises several types for a bad task
             sky_load(dump_yaml(broken, tmp_path / f"{label}.yaml"))
 
 
@@ -110,8 +109,16 @@ def test_tasks_are_wired_for_the_pipeline():
     multi = load_yaml(SKY_DIR / "r1-multinode.yaml")
     assert multi["num_nodes"] >= 2
     run_script = multi["run"]
-    for needle in ("accelerate launch", "--machine_rank", "SKYPILOT_NODE_RANK", "SKYPILOT_NODE_IPS",
-                   "--num_machines", "--main_process_ip", "multi_node_zero3.yaml", "trl vllm-serve"):
+    for needle in (
+        "accelerate launch",
+        "--machine_rank",
+        "SKYPILOT_NODE_RANK",
+        "SKYPILOT_NODE_IPS",
+        "--num_machines",
+        "--main_process_ip",
+        "multi_node_zero3.yaml",
+        "trl vllm-serve",
+    ):
         assert needle in run_script + str(multi["envs"]), needle
     for task in (one, multi):
         assert "workdir" in task and task["setup"].strip()

@@ -23,7 +23,7 @@ import train_bench  # noqa: E402
 
 def table_rows(text: str, title: str) -> tuple[list[str], list[list[str]]]:
     """Header cells and body rows of the Markdown table under the `### <title>` heading."""
-    lines = text[text.index(f"### {title}"):].splitlines()[1:]
+    lines = text[text.index(f"### {title}") :].splitlines()[1:]
     end = next((i for i, line in enumerate(lines) if line.startswith("### ")), len(lines))
     body = [line for line in lines[:end] if line.startswith("|")]
     cells = [[c.strip() for c in line.strip().strip("|").split("|")] for line in body]
@@ -33,8 +33,17 @@ def table_rows(text: str, title: str) -> tuple[list[str], list[list[str]]]:
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    cmd = [sys.executable, str(ROOT / "bench" / "train_bench.py"), "--mode", "cpu", "--quick", "--threads", "1",
-           "--out", str(out)]
+    cmd = [
+        sys.executable,
+        str(ROOT / "bench" / "train_bench.py"),
+        "--mode",
+        "cpu",
+        "--quick",
+        "--threads",
+        "1",
+        "--out",
+        str(out),
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, env=stage_env(), capture_output=True, text=True, timeout=600)
     log = (out / "bench.log").read_text() if (out / "bench.log").exists() else ""
     assert proc.returncode == 0, f"bench failed:\n{proc.stderr[-3000:]}\n{log[-3000:]}"
@@ -44,8 +53,18 @@ def report(tmp_path_factory):
 def test_prints_the_report_and_writes_it(report):
     stdout, results, table_md, _ = report
     assert stdout.strip() == table_md.strip()
-    for line in ("- hardware:", "- versions:", "torch ", "transformers ", "trl ", "accelerate ", "deepspeed ",
-                 "liger-kernel ", "vllm ", "- measured matmul peak:"):
+    for line in (
+        "- hardware:",
+        "- versions:",
+        "torch ",
+        "transformers ",
+        "trl ",
+        "accelerate ",
+        "deepspeed ",
+        "liger-kernel ",
+        "vllm ",
+        "- measured matmul peak:",
+    ):
         assert line in stdout
     assert results["header"]["peak"]["peak_flops"] > 0
 
@@ -56,8 +75,12 @@ def test_sft_table_has_every_variant_and_column(report):
     assert header[:2] == ["seq", "variant"]
     assert [c[0] for c in train_bench.SFT_COLS] == header[2:]
     seq_lens = train_bench.SIZES["quick"].seq_lens
-    expected = {(str(seq), label) for seq in seq_lens for key, label, *_ in train_bench.SFT_VARIANTS
-                if not (key == "ours_compile" and seq not in train_bench.SIZES["quick"].compile_seq_lens)}
+    expected = {
+        (str(seq), label)
+        for seq in seq_lens
+        for key, label, *_ in train_bench.SFT_VARIANTS
+        if not (key == "ours_compile" and seq not in train_bench.SIZES["quick"].compile_seq_lens)
+    }
     assert {(r[0], r[1]) for r in rows} == expected
     assert all(len(r) == len(header) and all(r) for r in rows)
     for r in rows:
@@ -85,8 +108,11 @@ def test_grpo_overhead_and_reward_tables(report):
     header, rows = table_rows(stdout, "Pipeline overhead")
     assert [c[0] for c in train_bench.OVERHEAD_COLS] == header[1:]
     labels = [r[0] for r in rows]
-    assert labels[:3] == ["bare TRL script, the same GRPOConfig", "ours: r1_pipeline.grpo.train_grpo",
-                          "ratio ours / bare (x)"]
+    assert labels[:3] == [
+        "bare TRL script, the same GRPOConfig",
+        "ours: r1_pipeline.grpo.train_grpo",
+        "ratio ours / bare (x)",
+    ]
     assert float(rows[2][1]) > 0  # the ratio of time per step
 
     header, rows = table_rows(stdout, "Reward verification")

@@ -53,12 +53,23 @@ def test_tiny_profile_outputs_stats_and_determinism(tmp_path):
     files = snapshot(tmp_path)
     assert set(files) == {
         f"{DATA}/{name}"
-        for name in ("rl_train.jsonl", "rl_val.jsonl", "cold_start.jsonl", "corpus.jsonl", "stats.json",
-                     "eval/arith_heldout.jsonl")
+        for name in (
+            "rl_train.jsonl",
+            "rl_val.jsonl",
+            "cold_start.jsonl",
+            "corpus.jsonl",
+            "stats.json",
+            "eval/arith_heldout.jsonl",
+        )
     }
     stats = json.loads(files[f"{DATA}/stats.json"])
-    assert stats["counts"] == {"rl_train": 2850, "rl_val": 150, "cold_start": 256, "corpus": 2000,
-                               "eval.arith_heldout": 200}
+    assert stats["counts"] == {
+        "rl_train": 2850,
+        "rl_val": 150,
+        "cold_start": 256,
+        "corpus": 2000,
+        "eval.arith_heldout": 200,
+    }
     assert stats["corpus"]["style.scratchpad"] == 1000 and stats["corpus"]["error_documents"] == 200
     train = rows(tmp_path / DATA / "rl_train.jsonl")
     val = rows(tmp_path / DATA / "rl_val.jsonl")
@@ -77,8 +88,10 @@ def test_tiny_profile_outputs_stats_and_determinism(tmp_path):
     from r1_pipeline.data.synthetic import check_scratchpad
 
     steps = [r for r in cold if "\n" in r["reasoning"]]
-    assert all(check_scratchpad(r["reasoning"].split("\n")) and r["reasoning"].split("\n")[-1].lstrip("_") == r["answer"]
-               for r in steps)
+    assert all(
+        check_scratchpad(r["reasoning"].split("\n")) and r["reasoning"].split("\n")[-1].lstrip("_") == r["answer"]
+        for r in steps
+    )
     assert all(r["reasoning"] == r["problem"] for r in cold if "\n" not in r["reasoning"])
     assert 0.15 < len(steps) / len(cold) < 0.35  # cold_start_scratchpad_fraction 0.25
 
@@ -187,8 +200,19 @@ def _no_cold_start_source(raw, tmp):
     return "but sft.enabled is true"
 
 
-@pytest.mark.parametrize("breakage", [_unknown_key, _wrong_type, _missing_file, _missing_field, _empty_eval_set,
-                                      _eval_set_without_answers, _empty_cold_start, _no_cold_start_source])
+@pytest.mark.parametrize(
+    "breakage",
+    [
+        _unknown_key,
+        _wrong_type,
+        _missing_file,
+        _missing_field,
+        _empty_eval_set,
+        _eval_set_without_answers,
+        _empty_cold_start,
+        _no_cold_start_source,
+    ],
+)
 def test_broken_params_fail_cleanly_and_write_nothing(tmp_path, breakage):
     raw = tiny_params()
     expected = breakage(raw, tmp_path)
@@ -208,9 +232,7 @@ def test_failed_run_keeps_previous_outputs(tmp_path):
     write_params(tmp_path, raw)
     assert run_stage(tmp_path).returncode == 0
     before = snapshot(tmp_path)
-    raw["data"]["cold_start_sources"] = [
-        {"name": "c", "type": "jsonl", "path": "params.yaml", "solution_field": "s"}
-    ]
+    raw["data"]["cold_start_sources"] = [{"name": "c", "type": "jsonl", "path": "params.yaml", "solution_field": "s"}]
     write_params(tmp_path, raw)
     proc = run_stage(tmp_path)
     assert proc.returncode == 2 and "params.yaml:1: invalid JSON" in proc.stderr

@@ -11,14 +11,17 @@ from pathlib import Path
 import pytest
 import yaml
 
+from r1_ops.orchestration import bin_path, sha256_file, stage_graph
+from r1_pipeline import paths
 from r1_pipeline.io import read_jsonl
 from tests.e2e.workspace import copy_project, dvc, git, stage_env, stages_ran, stages_skipped
-from r1_pipeline.orchestration import bin_path, sha256_file, stage_graph
 
 pytestmark = pytest.mark.slow
 
-ALL = ["data", "base", "sft", "grpo", "r1_zero", "rejection", "distill", "evaluate", "report"]
-AFTER_GRPO = ["grpo", "rejection", "distill", "evaluate", "report"]
+ALL = list(paths.stage_names())
+# r1_zero is an overlay of grpo (its effective config is grpo updated by r1_zero), so a grpo value it does not
+# override changes r1_zero too; it sits beside grpo in the DAG, not after it.
+AFTER_GRPO = ["grpo", "r1_zero", "rejection", "distill", "evaluate", "report"]
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +71,11 @@ def test_invalid_override_fails_fast_and_writes_nothing(reproduced):
     start = time.time()
     out = subprocess.run(
         [bin_path("r1"), "run", "--set", "grpo.learning_rate=oops", "--set", "grpo.nonexistent_knob=1"],
-        cwd=ws, env=stage_env(), capture_output=True, text=True, timeout=120,
+        cwd=ws,
+        env=stage_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     elapsed = time.time() - start
     assert out.returncode == 2, out.stdout + out.stderr
@@ -128,28 +135,36 @@ def test_forced_rerun_of_a_finished_stage_trains_from_step_0(reproduced):
 
 def test_grpo_param_change_reruns_grpo_and_what_follows(reproduced):
     ws, _, _ = reproduced
+
     def locked_lr() -> float:
         # float(): PyYAML (YAML 1.1) reads DVC's `3e-05` as a string
-        return float(yaml.safe_load((ws / "dvc.lock").read_text())["stages"]["grpo"]["params"]["params.yaml"]["grpo"]["learning_rate"])
+        return float(
+            yaml.safe_load((ws / "dvc.lock").read_text())["stages"]["grpo"]["params"]["params.yaml"]["grpo"][
+                "learning_rate"
+            ]
+        )
 
     assert locked_lr() == 3e-05
 
-    # What DVC sees as changed: only grpo (its params section); nothing upstream.
+    # What DVC sees as changed: grpo and r1_zero (which inherits grpo.learning_rate); nothing upstream.
     raw = yaml.safe_load((ws / "params.yaml").read_text())
     raw["grpo"]["learning_rate"] = 1e-4
     (ws / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     status = json.loads(dvc(ws, "status", "--json", check=True).stdout)
-    assert list(status) == ["grpo"], status
+    assert sorted(status) == ["grpo", "r1_zero"], status
     git(ws, "checkout", "params.yaml")
 
-    # An experiment with the new value: grpo and every stage downstream of it rerun, in order, and nothing
-    # before it or beside it (r1_zero). --force-downstream makes the downstream reruns unconditional: on the
+    # An experiment with the new value: grpo, r1_zero and every stage downstream of them rerun, and nothing
+    # before them. --force-downstream makes the downstream reruns unconditional: on the
     # micro profile GRPO's rewards are all zero, its update is zero and its weights come out byte-identical,
     # so plain `dvc repro` would (correctly) stop after grpo.
     exp = dvc(ws, "exp", "run", "-S", "grpo.learning_rate=1e-4", "--force-downstream", "-n", "grpo-lr-1e-4")
     assert exp.returncode == 0, exp.stdout[-4000:] + exp.stderr[-4000:]
-    assert stages_ran(exp.stdout) == AFTER_GRPO, exp.stdout[-3000:]
-    assert set(stages_skipped(exp.stdout)) == {"data", "base", "sft", "r1_zero"}
+    ran = stages_ran(exp.stdout)
+    assert sorted(ran) == sorted(AFTER_GRPO), exp.stdout[-3000:]
+    assert [s for s in ran if s != "r1_zero"] == [s for s in AFTER_GRPO if s != "r1_zero"]  # in DAG order
+    assert ran.index("r1_zero") < ran.index("evaluate")
+    assert set(stages_skipped(exp.stdout)) == {"data", "base", "sft"}
     assert locked_lr() == 1e-4
 
     exps = dvc(ws, "exp", "show", "--json", check=True).stdout

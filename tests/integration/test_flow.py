@@ -12,14 +12,13 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import pytest
 import yaml
 
+from r1_ops import orchestration as orch
+from r1_ops.services import free_port
 from tests.e2e.workspace import ROOT, alive, copy_project, dvc, micro_params, stage_env
-from r1_pipeline import orchestration as orch
-from r1_pipeline.services import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +32,7 @@ def workspace(tmp_path_factory):
 
 def run_flow(**kwargs):
     """Run the flow in-process; returns (flow_run_id, results or the exception)."""
-    from flows.r1_pipeline import r1_pipeline
+    from flows.pipeline import r1_pipeline
 
     state = r1_pipeline(return_state=True, **kwargs)
     flow_run_id = str(state.state_details.flow_run_id)
@@ -74,11 +73,13 @@ def subset_run(prefect_api, workspace):
     """data only, with an override; then the same again (now up to date: skipped, no child run). Returns the
     params.yaml bytes before, after the first run and after the second, and both runs."""
     params_before = (workspace / "params.yaml").read_bytes()
-    first = run_flow(stages=["data"], overrides=["data.synthetic.corpus_documents=300"], project_dir=str(workspace),
-                     retries=0)
+    first = run_flow(
+        stages=["data"], overrides=["data.synthetic.corpus_documents=300"], project_dir=str(workspace), retries=0
+    )
     params_after_first = (workspace / "params.yaml").read_bytes()
-    second = run_flow(stages=["data"], overrides=["data.synthetic.corpus_documents=300"], project_dir=str(workspace),
-                      retries=0)
+    second = run_flow(
+        stages=["data"], overrides=["data.synthetic.corpus_documents=300"], project_dir=str(workspace), retries=0
+    )
     return (params_before, params_after_first, (workspace / "params.yaml").read_bytes()), first, second
 
 
@@ -100,8 +101,10 @@ def test_subset_with_override_runs_the_stage_and_records_it(subset_run, workspac
 
     client = mlflow_client()
     exp = client.get_experiment_by_name(EXPERIMENT)
-    parents = client.search_runs([exp.experiment_id], filter_string=f"tags.`prefect.flow_run_id` = '{flow_run_id}' "
-                                                                     "and tags.`r1.pipeline` = 'parent'")
+    parents = client.search_runs(
+        [exp.experiment_id],
+        filter_string=f"tags.`prefect.flow_run_id` = '{flow_run_id}' and tags.`r1.pipeline` = 'parent'",
+    )
     assert len(parents) == 1
     parent = parents[0]
     assert parent.info.status == "FINISHED"
@@ -156,8 +159,14 @@ def test_unknown_stage_is_a_clear_error_within_seconds(prefect_api, workspace):
     assert (workspace / "params.yaml").read_bytes() == params
 
     start = time.time()
-    out = subprocess.run([orch.bin_path("r1"), "run", "--stages", "data,grpoo"], cwd=workspace, env=stage_env(),
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [orch.bin_path("r1"), "run", "--stages", "data,grpoo"],
+        cwd=workspace,
+        env=stage_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 2 and "unknown stage 'grpoo'" in out.stderr, out.stderr
     assert time.time() - start < 20
 
@@ -179,9 +188,14 @@ def test_unreachable_mlflow_server_is_a_clear_error_within_seconds(prefect_api, 
     assert time.time() - start < 20
 
     start = time.time()
-    out = subprocess.run([orch.bin_path("r1"), "run", "--stages", "data"], cwd=workspace,
-                         env=stage_env({"MLFLOW_TRACKING_URI": dead, "PREFECT_API_URL": prefect_api}),
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [orch.bin_path("r1"), "run", "--stages", "data"],
+        cwd=workspace,
+        env=stage_env({"MLFLOW_TRACKING_URI": dead, "PREFECT_API_URL": prefect_api}),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 2 and "MLflow tracking server" in out.stderr and dead in out.stderr, out.stderr
     assert time.time() - start < 20
 
@@ -189,8 +203,14 @@ def test_unreachable_mlflow_server_is_a_clear_error_within_seconds(prefect_api, 
 def test_unreachable_prefect_api_is_a_clear_error_within_seconds(workspace):
     dead = f"http://127.0.0.1:{free_port()}/api"
     start = time.time()
-    out = subprocess.run([orch.bin_path("r1"), "run", "--stages", "data"], cwd=workspace,
-                         env=stage_env({"PREFECT_API_URL": dead}), capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [orch.bin_path("r1"), "run", "--stages", "data"],
+        cwd=workspace,
+        env=stage_env({"PREFECT_API_URL": dead}),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 2 and "Prefect API" in out.stderr and dead in out.stderr, out.stderr
     assert time.time() - start < 20
 
@@ -203,7 +223,8 @@ def toy(tmp_path_factory):
     """A tiny DVC project (same params schema) whose stages are shell-sized: fail, fail once, sleep, ok."""
     ws = tmp_path_factory.mktemp("toy")
     (ws / "params.yaml").write_text(micro_params([f"project.mlflow_experiment={EXPERIMENT}-toy"]))
-    (ws / "sleepy.py").write_text(textwrap.dedent("""
+    (ws / "sleepy.py").write_text(
+        textwrap.dedent("""
         import os, subprocess, sys, time
         # a grandchild that would outlive a naive kill of the stage process
         child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
@@ -211,8 +232,10 @@ def toy(tmp_path_factory):
             f.write(f"{os.getpid()} {child.pid}\\n")
         print("sleeping", flush=True)
         time.sleep(600)
-    """))
-    (ws / "flaky.py").write_text(textwrap.dedent("""
+    """)
+    )
+    (ws / "flaky.py").write_text(
+        textwrap.dedent("""
         import pathlib, sys
         n = pathlib.Path("attempts.txt")
         count = int(n.read_text()) + 1 if n.exists() else 1
@@ -221,16 +244,29 @@ def toy(tmp_path_factory):
         if count == 1:
             sys.exit(1)  # a transient failure: the retry succeeds
         pathlib.Path("flaky.out").write_text("ok")
-    """))
-    (ws / "dvc.yaml").write_text(yaml.safe_dump({"stages": {
-        "ok": {"cmd": "python -c \"open('ok.out','w').write('ok')\"", "outs": ["ok.out"]},
-        "bad_params": {"cmd": "python -c \"import sys; print('error: params.yaml: bad'); sys.exit(2)\"", "deps": ["ok.out"]},
-        "flaky": {"cmd": "python flaky.py", "outs": ["flaky.out"]},
-        "sleepy": {"cmd": "python sleepy.py", "deps": ["sleepy.py"]},
-        # what the flow's checkout lock says while a stage runs (its leases, its MLflow parent run)
-        "lock_probe": {"cmd": "python -c \"import shutil; shutil.copy('.r1/locks/workspace.lock', 'lock_seen.json')\"",
-                       "outs": ["lock_seen.json"]},
-    }}, sort_keys=False))
+    """)
+    )
+    (ws / "dvc.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "stages": {
+                    "ok": {"cmd": "python -c \"open('ok.out','w').write('ok')\"", "outs": ["ok.out"]},
+                    "bad_params": {
+                        "cmd": "python -c \"import sys; print('error: params.yaml: bad'); sys.exit(2)\"",
+                        "deps": ["ok.out"],
+                    },
+                    "flaky": {"cmd": "python flaky.py", "outs": ["flaky.out"]},
+                    "sleepy": {"cmd": "python sleepy.py", "deps": ["sleepy.py"]},
+                    # what the flow's checkout lock says while a stage runs (its leases, its MLflow parent run)
+                    "lock_probe": {
+                        "cmd": "python -c \"import shutil; shutil.copy('.r1/locks/workspace.lock', 'lock_seen.json')\"",
+                        "outs": ["lock_seen.json"],
+                    },
+                }
+            },
+            sort_keys=False,
+        )
+    )
     subprocess.run([orch.bin_path("dvc"), "init", "--no-scm", "-q"], cwd=ws, check=True, env=stage_env())
     return ws
 
@@ -238,7 +274,7 @@ def toy(tmp_path_factory):
 def test_permanent_failure_is_not_retried(prefect_api, toy):
     start = time.time()
     _, exc = run_flow(stages=["ok", "bad_params"], project_dir=str(toy), retries=3, retry_delay_s=30)
-    from flows.r1_pipeline import PipelineFailed
+    from flows.pipeline import PipelineFailed
 
     assert isinstance(exc, PipelineFailed), exc
     assert [(r["stage"], r["status"]) for r in exc.results] == [("ok", "ran"), ("bad_params", "failed")]
@@ -292,8 +328,9 @@ def test_checkout_lock_records_the_leases_and_gpu_slots_are_given_back(prefect_a
     from flows.pipeline import workspace_limit_name
 
     gpu_limit = f"r1-gpu-test-{os.getpid()}"
-    flow_run_id, results = run_flow(stages=["lock_probe"], project_dir=str(toy), gpu_slots={"lock_probe": 1},
-                                    gpu_limit=gpu_limit, retries=0)
+    flow_run_id, results = run_flow(
+        stages=["lock_probe"], project_dir=str(toy), gpu_slots={"lock_probe": 1}, gpu_limit=gpu_limit, retries=0
+    )
     assert not isinstance(results, BaseException), results
     seen = json.loads((toy / "lock_seen.json").read_text())
     assert seen["pid"] == os.getpid() and seen["flow_run_id"] == flow_run_id
@@ -314,17 +351,20 @@ def test_cancellation_kills_the_whole_stage_process_tree(prefect_api, toy, sig, 
     # faulthandler: if the flow process ever hangs, SIGUSR1 prints where every thread is.
     # SIGINT's default handler restored: a process started from a background job (`cmd &` in a script, as CI
     # runners may do) inherits SIGINT ignored, and a terminal's Ctrl-C always meets Python's default handler.
-    code = ("import faulthandler, signal; faulthandler.register(signal.SIGUSR1, all_threads=True)\n"
-            "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
-            "from flows.r1_pipeline import r1_pipeline\n"
-            f"r1_pipeline(stages=['sleepy'], project_dir={str(toy)!r}, retries=0, kill_grace_s=3)\n")
+    code = (
+        "import faulthandler, signal; faulthandler.register(signal.SIGUSR1, all_threads=True)\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+        "from flows.pipeline import r1_pipeline\n"
+        f"r1_pipeline(stages=['sleepy'], project_dir={str(toy)!r}, retries=0, kill_grace_s=3)\n"
+    )
     env = stage_env({"PREFECT_API_URL": prefect_api, "PYTHONPATH": str(ROOT)})
     # The output goes to a file, not a pipe read only at the end: a full pipe (64 KiB) would block the flow in
     # write(). A normal run writes ~5 KB, so this is a guard, not the explained cause of the one hang seen.
     log_path = tmp_path / "flow.log"
     with open(log_path, "w") as log:
-        flow_proc = subprocess.Popen([sys.executable, "-c", code], cwd=toy, env=env, stdout=log,
-                                     stderr=subprocess.STDOUT, text=True)
+        flow_proc = subprocess.Popen(
+            [sys.executable, "-c", code], cwd=toy, env=env, stdout=log, stderr=subprocess.STDOUT, text=True
+        )
     try:
         deadline = time.time() + 90
         while not (toy / "pids.txt").exists() or not (toy / "pids.txt").read_text().strip():
@@ -342,8 +382,10 @@ def test_cancellation_kills_the_whole_stage_process_tree(prefect_api, toy, sig, 
         except subprocess.TimeoutExpired:
             flow_proc.send_signal(signal.SIGUSR1)
             time.sleep(2)
-            pytest.fail(f"the flow process did not exit within 150 s of {sig.name}; its threads:\n"
-                        f"{log_path.read_text()[-12000:]}")
+            pytest.fail(
+                f"the flow process did not exit within 150 s of {sig.name}; its threads:\n"
+                f"{log_path.read_text()[-12000:]}"
+            )
         output = log_path.read_text()
         time.sleep(0.5)
         survivors = [p for p in tree if alive(p)]
@@ -353,6 +395,10 @@ def test_cancellation_kills_the_whole_stage_process_tree(prefect_api, toy, sig, 
             flow_proc.kill()
     client = mlflow_client()
     exp = client.get_experiment_by_name(f"{EXPERIMENT}-toy")
-    latest = client.search_runs([exp.experiment_id], filter_string="tags.`r1.stage` = 'sleepy'",
-                                order_by=["attributes.start_time DESC"], max_results=1)[0]
+    latest = client.search_runs(
+        [exp.experiment_id],
+        filter_string="tags.`r1.stage` = 'sleepy'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )[0]
     assert latest.info.status == "KILLED", output[-3000:]

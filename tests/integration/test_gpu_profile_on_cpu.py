@@ -43,12 +43,20 @@ def test_gpu_profile_stages_run_on_cpu(tmp_path):
             # micro-sized models solve (almost) nothing: give the student correct cold-start traces instead,
             # so that its DeepSpeed path runs rather than the stage's documented skip
             traces.write_text((tmp_path / "outputs/data/cold_start.jsonl").read_text())
-        proc = subprocess.run([sys.executable, "-m", f"tasks.{stage}"], cwd=tmp_path, env=stage_env(),
-                              capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(
+            [sys.executable, "-m", f"tasks.{stage}"],
+            cwd=tmp_path,
+            env=stage_env(),
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert proc.returncode == 0, f"{stage} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
         if stage in {"sft", "grpo", "distill"}:
             # relaunched through accelerate with the DeepSpeed config the profile names
-            assert f"{stage}: launching 1 processes" in proc.stdout and "--use_deepspeed" in proc.stdout, proc.stdout[-2000:]
+            assert f"{stage}: launching 1 processes" in proc.stdout and "--use_deepspeed" in proc.stdout, proc.stdout[
+                -2000:
+            ]
     for model in ["base", "sft", "grpo", "distill"]:
         assert (tmp_path / "outputs/models" / model / "model.safetensors").exists()
         dtype = json.loads((tmp_path / "outputs/models" / model / "config.json").read_text()).get("dtype")

@@ -41,8 +41,14 @@ EVAL_PROBLEMS, EVAL_K = 64, 16  # the micro task has about 35 distinct RL prompt
 
 
 def run(workdir: Path, stage: str) -> None:
-    proc = subprocess.run([sys.executable, "-m", f"tasks.{stage}"], cwd=workdir, env=stage_env(), capture_output=True,
-                          text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", f"tasks.{stage}"],
+        cwd=workdir,
+        env=stage_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, f"{stage} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
 
 
@@ -61,8 +67,14 @@ def accuracy(model_dir: Path, problems: list[dict]) -> tuple[float, float]:
     from r1_pipeline.verify import check
 
     backend = get_backend("hf", model_dir, "cpu", "fp32", 64)
-    groups = backend.generate([prompt_messages(p["problem"], None) for p in problems], n=EVAL_K, temperature=1.0,
-                              top_p=1.0, max_new_tokens=24, seed=0)
+    groups = backend.generate(
+        [prompt_messages(p["problem"], None) for p in problems],
+        n=EVAL_K,
+        temperature=1.0,
+        top_p=1.0,
+        max_new_tokens=24,
+        seed=0,
+    )
     samples = [(p, s) for p, group in zip(problems, groups) for s in group]
     correct = sum(check(s.text, p["answer"], "strict").correct for p, s in samples)
     return correct / len(samples), sum(has_format(s.text) for _, s in samples) / len(samples)
@@ -116,9 +128,14 @@ def test_sft_trains_on_exactly_the_completion_tokens(base_dir, tmp_path, monkeyp
     from r1_pipeline.modeling import load_model_and_tokenizer
     from r1_pipeline.sft import conversations, train_sft
 
-    cfg = validate(apply_overrides(profile_dict("micro"), LEARNABLE + ["sft.max_steps=1", "sft.logging_steps=1",
-                                                                      "sft.per_device_train_batch_size=4"]),
-                   "test", Path("."))
+    cfg = validate(
+        apply_overrides(
+            profile_dict("micro"),
+            LEARNABLE + ["sft.max_steps=1", "sft.logging_steps=1", "sft.per_device_train_batch_size=4"],
+        ),
+        "test",
+        Path("."),
+    )
     rows = read_jsonl(base_dir / "outputs/data/cold_start.jsonl")[:8]
     model, tok = load_model_and_tokenizer(base_dir / "outputs/models/base", "cpu", "fp32")
     batches = []
@@ -130,16 +147,27 @@ def test_sft_trains_on_exactly_the_completion_tokens(base_dir, tmp_path, monkeyp
 
     monkeypatch.setattr(trl.SFTTrainer, "compute_loss", capture)
     monkeypatch.chdir(tmp_path)
-    train_sft(model, tok, conversations(rows, None), cfg.sft, cfg, "sft_mask_test", max_length=128,
-              completion_only_loss=True, packing=packing, resume_key="test", report=False)
+    train_sft(
+        model,
+        tok,
+        conversations(rows, None),
+        cfg.sft,
+        cfg,
+        "sft_mask_test",
+        max_length=128,
+        completion_only_loss=True,
+        packing=packing,
+        resume_key="test",
+        report=False,
+    )
     assert batches
     expected = {}  # token ids of one document -> its labels
     for row in rows:
         conv = conversations([row], None)[0]
         prompt = ids_of(tok, tok.apply_chat_template(conv["prompt"], tokenize=False, add_generation_prompt=True))
         full = ids_of(tok, tok.apply_chat_template(conv["prompt"] + conv["completion"], tokenize=False))
-        assert full[:len(prompt)] == prompt
-        completion = full[len(prompt):]
+        assert full[: len(prompt)] == prompt
+        completion = full[len(prompt) :]
         assert tok.decode(completion).startswith("<think>") and tok.eos_token_id in completion
         expected[tuple(full)] = [-100] * len(prompt) + completion
     seen = 0
@@ -149,13 +177,13 @@ def test_sft_trains_on_exactly_the_completion_tokens(base_dir, tmp_path, monkeyp
         for row_ids, row_labels, row_pos in zip(ids, labels, positions):
             starts = [i for i, p in enumerate(row_pos) if p == 0] + [len(row_ids)]
             for s, e in zip(starts, starts[1:]):
-                doc = next((d for d in expected if tuple(row_ids[s:s + len(d)]) == d), None)
+                doc = next((d for d in expected if tuple(row_ids[s : s + len(d)]) == d), None)
                 if doc is None:
                     assert all(t == tok.pad_token_id for t in row_ids[s:e]), "a batch row is no cold-start document"
                     continue
-                got = row_labels[s:s + len(doc)]
+                got = row_labels[s : s + len(doc)]
                 # packed rows never predict a document's first token; the prompt covers it anyway
                 assert got == expected[doc], (tok.decode(list(doc)), got)
-                assert all(t == -100 for t in row_labels[s + len(doc):e])  # padding after the document
+                assert all(t == -100 for t in row_labels[s + len(doc) : e])  # padding after the document
                 seen += 1
     assert seen >= 4

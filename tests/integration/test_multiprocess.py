@@ -30,12 +30,19 @@ def test_sft_and_grpo_with_two_processes_and_zero2(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     env = stage_env()
     env.pop("MLFLOW_EXPERIMENT_NAME", None)
+
     def run(stage, fault=None):
         run_env = dict(env)
         if fault:  # a real SIGKILL of every rank right after a complete checkpoint (tests/integration/faults)
             run_env.update(PYTHONPATH=f"{FAULTS}:{env['PYTHONPATH']}", R1_TEST_FAULT=fault)
-        return subprocess.run([sys.executable, "-m", f"tasks.{stage}"], cwd=tmp_path, env=run_env,
-                              capture_output=True, text=True, timeout=600)
+        return subprocess.run(
+            [sys.executable, "-m", f"tasks.{stage}"],
+            cwd=tmp_path,
+            env=run_env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
 
     for stage in ("data", "base"):
         proc = run(stage)

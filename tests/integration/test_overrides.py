@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from r1_pipeline import orchestration as orch
+from r1_ops import orchestration as orch
 from tests.e2e.workspace import alive, dvc, micro_params, stage_env
 
 pytestmark = pytest.mark.slow
@@ -49,24 +49,45 @@ def toy(tmp_path_factory):
     ws = tmp_path_factory.mktemp("overrides")
     (ws / "params.yaml").write_text(micro_params([f"project.mlflow_experiment={EXPERIMENT}"]))
     (ws / "seed.py").write_text(textwrap.dedent(SEED_STAGE))
-    (ws / "dvc.yaml").write_text(yaml.safe_dump({"stages": {
-        "seed": {"cmd": "python seed.py", "deps": ["seed.py"], "params": ["data.seed"], "outs": ["seed.out"]},
-    }}, sort_keys=False))
+    (ws / "dvc.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "stages": {
+                    "seed": {
+                        "cmd": "python seed.py",
+                        "deps": ["seed.py"],
+                        "params": ["data.seed"],
+                        "outs": ["seed.out"],
+                    },
+                }
+            },
+            sort_keys=False,
+        )
+    )
     subprocess.run([orch.bin_path("dvc"), "init", "--no-scm", "-q"], cwd=ws, check=True, env=stage_env())
     return ws
 
 
 def r1_run(ws: Path, prefect_api: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([orch.bin_path("r1"), "run", "--stages", "seed", "--retries", "0", *args], cwd=ws,
-                          env=stage_env({"PREFECT_API_URL": prefect_api}), capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [orch.bin_path("r1"), "run", "--stages", "seed", "--retries", "0", *args],
+        cwd=ws,
+        env=stage_env({"PREFECT_API_URL": prefect_api}),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def start_r1_run(ws: Path, prefect_api: str, log: Path, *args: str) -> subprocess.Popen:
     with open(log, "w") as out:
-        return subprocess.Popen([orch.bin_path("r1"), "run", "--stages", "seed", "--retries", "0", *args], cwd=ws,
-                                env=stage_env({"PREFECT_API_URL": prefect_api}), stdout=out,
-                                stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [orch.bin_path("r1"), "run", "--stages", "seed", "--retries", "0", *args],
+            cwd=ws,
+            env=stage_env({"PREFECT_API_URL": prefect_api}),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def latest_stage_run(since: float):
@@ -74,8 +95,12 @@ def latest_stage_run(since: float):
 
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
     exp = client.get_experiment_by_name(EXPERIMENT)
-    runs = client.search_runs([exp.experiment_id], filter_string="tags.`r1.stage` = 'seed'",
-                              order_by=["attributes.start_time DESC"], max_results=1)
+    runs = client.search_runs(
+        [exp.experiment_id],
+        filter_string="tags.`r1.stage` = 'seed'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
     assert runs and runs[0].info.start_time >= since * 1000 - 1000, "no MLflow run of the stage since the start"
     parent = client.get_run(runs[0].data.tags["mlflow.parentRunId"])
     return runs[0], parent

@@ -5,7 +5,6 @@ evaluate stage promotes on evidence, and `models:/<name>@champion` answers a pro
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -22,8 +21,14 @@ EXPERIMENT = "r1-registry-test"
 
 def run(workdir: Path, stage: str, *args: str) -> subprocess.CompletedProcess:
     env = {**stage_env(), "MLFLOW_EXPERIMENT_NAME": EXPERIMENT}
-    proc = subprocess.run([sys.executable, "-m", f"tasks.{stage}", *args], cwd=workdir, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", f"tasks.{stage}", *args],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, f"{stage} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc
 
@@ -47,7 +52,9 @@ def client():
 
 def stage_run(client, stage: str):
     exp = client.get_experiment_by_name(EXPERIMENT)
-    runs = client.search_runs([exp.experiment_id], f"tags.`r1.stage` = '{stage}'", order_by=["attributes.start_time DESC"])
+    runs = client.search_runs(
+        [exp.experiment_id], f"tags.`r1.stage` = '{stage}'", order_by=["attributes.start_time DESC"]
+    )
     assert runs, f"no {stage} run"
     return runs[0]
 
@@ -81,7 +88,7 @@ def test_champion_loads_and_answers_a_prompt(workdir, client):
     name = f"{EXPERIMENT}-micro-sft"
     champion = client.get_model_version_by_alias(name, "champion")
     assert str(champion.version) == "1" and champion.tags["promotion.arith_heldout.decision"] == "promoted"
-    assert client.get_model_version_by_alias(name, "champion-arith_heldout").version == 1
+    assert str(client.get_model_version_by_alias(name, "champion-arith_heldout").version) == "1"
     assert float(champion.tags["eval.arith_heldout.pass_at_1"]) >= 0
     model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
     prompt = json.loads((workdir / "outputs/data/eval/arith_heldout.jsonl").read_text().splitlines()[0])["problem"]
@@ -90,12 +97,16 @@ def test_champion_loads_and_answers_a_prompt(workdir, client):
     cfg = load_config(workdir / "params.yaml")
     hf, tok = load_model_and_tokenizer(workdir / "outputs/models/sft", "cpu", "fp32")
     messages = ([{"role": "system", "content": cfg.chat.system_prompt}] if cfg.chat.system_prompt else []) + [
-        {"role": "user", "content": prompt}]
-    ids = tok(tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False), return_tensors="pt",
-              add_special_tokens=False)
+        {"role": "user", "content": prompt}
+    ]
+    ids = tok(
+        tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False),
+        return_tensors="pt",
+        add_special_tokens=False,
+    )
     with torch.no_grad():
         out = hf.generate(**ids, max_new_tokens=16, do_sample=False, pad_token_id=tok.pad_token_id)
-    expected = tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+    expected = tok.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True).strip()
     assert answer == [expected]
 
 
@@ -111,9 +122,20 @@ def evaluate_with(workdir: Path, monkeypatch, outcome, k: int = 2, models=("sft"
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", EXPERIMENT)
     cfg = load_config("params.yaml", [f"evaluate.num_samples={k}"])
     problems = read_jsonl("outputs/data/eval/arith_heldout.jsonl")
-    records = [{"model": m, "benchmark": "arith_heldout", "problem_id": p["id"], "sample_idx": i, "gold": p["answer"],
-                "correct": outcome(n, i), "extracted": None} for m in models for n, p in enumerate(problems)
-               for i in range(k)]
+    records = [
+        {
+            "model": m,
+            "benchmark": "arith_heldout",
+            "problem_id": p["id"],
+            "sample_idx": i,
+            "gold": p["answer"],
+            "correct": outcome(n, i),
+            "extracted": None,
+        }
+        for m in models
+        for n, p in enumerate(problems)
+        for i in range(k)
+    ]
     metrics = {m: {"arith_heldout": {**summarize([r for r in records if r["model"] == m])}} for m in models}
     mlflow.set_experiment(EXPERIMENT)
     with mlflow.start_run(run_name="evaluate-test"):
@@ -133,21 +155,21 @@ def test_promotion_needs_evidence_and_is_tagged(workdir, client, monkeypatch):
     # every problem wrong: worse than (or equal to) the champion: the alias stays
     [d] = evaluate_with(workdir, monkeypatch, lambda n, i: False)
     assert (d["version"], d["decision"]) == ("2", "kept")
-    assert client.get_model_version_by_alias(name, "champion").version == 1
+    assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
     tags = client.get_model_version(name, "2").tags
     assert tags["promotion.arith_heldout.decision"] == "kept" and "promotion.arith_heldout.stderr" in tags
     assert tags["promotion.arith_heldout.champion_version"] == "1"
     # another k: not comparable, never promoted even when perfect
     [d] = evaluate_with(workdir, monkeypatch, lambda n, i: True, k=3)
     assert d["decision"] == "not comparable" and "k 3 vs 2" in d["reason"]
-    assert client.get_model_version_by_alias(name, "champion").version == 1
+    assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
     # every sample right on every problem (the micro champion solves at most a few): clearly better
     v1 = client.get_model_version(name, "1")
     assert float(v1.tags["eval.arith_heldout.pass_at_1"]) < 0.5
     [d] = evaluate_with(workdir, monkeypatch, lambda n, i: True)
     assert d["decision"] == "promoted" and float(d["difference"]) > 2 * float(d["stderr"])
-    assert client.get_model_version_by_alias(name, "champion").version == 2
-    assert client.get_model_version_by_alias(name, "champion-arith_heldout").version == 2
+    assert str(client.get_model_version_by_alias(name, "champion").version) == "2"
+    assert str(client.get_model_version_by_alias(name, "champion-arith_heldout").version) == "2"
     assert client.get_model_version(name, "2").tags["promotion.arith_heldout.decision"] == "promoted"
 
 
@@ -174,23 +196,42 @@ def test_lineage_prints_data_to_registered_model(workdir, client):
     from r1_pipeline.io import sha256_file
 
     name = f"{EXPERIMENT}-micro-grpo"
-    proc = subprocess.run([str(Path(sys.executable).with_name("r1")), "lineage", f"{name}@champion"], cwd=workdir,
-                          env={**stage_env()}, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [str(Path(sys.executable).with_name("r1")), "lineage", f"{name}@champion"],
+        cwd=workdir,
+        env={**stage_env()},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
     kinds = [ln.split()[0] for ln in lines]
     assert kinds == ["data", "base", "data", "sft", "data", "grpo", "eval", "model"], proc.stdout
-    corpus, cold, rl = (sha256_file(workdir / "outputs/data" / f) for f in ("corpus.jsonl", "cold_start.jsonl",
-                                                                           "rl_train.jsonl"))
+    corpus, cold, rl = (
+        sha256_file(workdir / "outputs/data" / f) for f in ("corpus.jsonl", "cold_start.jsonl", "rl_train.jsonl")
+    )
     assert corpus[:12] in lines[0] and cold[:12] in lines[2] and rl[:12] in lines[4]
     grpo_run = stage_run(client, "grpo").info.run_id
     assert f"{name}/1" in lines[5] and grpo_run in lines[5] and f"{EXPERIMENT}-micro-sft/1" in lines[3]
     assert stage_run(client, "evaluate").info.run_id in lines[6] and "pass@1" in lines[6]
     assert "champion" in lines[7] and "promoted" in lines[7]
     # a training run id names the same chain; an unknown reference is one clear line, exit 2
-    by_run = subprocess.run([str(Path(sys.executable).with_name("r1")), "lineage", grpo_run], cwd=workdir,
-                            env=stage_env(), capture_output=True, text=True, timeout=120)
+    by_run = subprocess.run(
+        [str(Path(sys.executable).with_name("r1")), "lineage", grpo_run],
+        cwd=workdir,
+        env=stage_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert by_run.stdout.splitlines()[-2:] == proc.stdout.splitlines()[-2:]
-    bad = subprocess.run([str(Path(sys.executable).with_name("r1")), "lineage", f"{name}/99"], cwd=workdir,
-                         env=stage_env(), capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [str(Path(sys.executable).with_name("r1")), "lineage", f"{name}/99"],
+        cwd=workdir,
+        env=stage_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 2 and bad.stderr.startswith("error: ") and len(bad.stderr.strip().splitlines()) == 1

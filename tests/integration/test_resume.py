@@ -29,8 +29,9 @@ def run(wd: Path, stage: str, *args: str, fault: str | None = None, check: bool 
     if fault:
         env["PYTHONPATH"] = f"{FAULTS}:{env['PYTHONPATH']}"
         env["R1_TEST_FAULT"] = fault
-    proc = subprocess.run([sys.executable, "-m", f"tasks.{stage}", *args], cwd=wd, env=env, capture_output=True,
-                          text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", f"tasks.{stage}", *args], cwd=wd, env=env, capture_output=True, text=True, timeout=600
+    )
     if check:
         assert proc.returncode == 0, f"{stage} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from r1_pipeline import paths
 from r1_pipeline.config import profile_dict
 from r1_pipeline.io import read_jsonl
 from tests.conftest import SHARED_DATA, stage_env
@@ -22,12 +23,18 @@ from tests.conftest import SHARED_DATA, stage_env
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
-STAGES = ["data", "base", "sft", "grpo", "r1_zero", "rejection", "distill", "evaluate", "report"]
+STAGES = list(paths.stage_names())
 
 
 def run(wd: Path, stage: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", f"tasks.{stage}", *args], cwd=wd, env=stage_env(),
-                          capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, "-m", f"tasks.{stage}", *args],
+        cwd=wd,
+        env=stage_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     if check:
         assert proc.returncode == 0, f"{stage} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc
@@ -68,8 +75,11 @@ def test_base_is_a_plain_hf_folder_with_the_end_of_turn_token_as_eos(workdir, gg
 
     base = workdir / "outputs/models/base"
     info = json.loads((base / "r1_model_info.json").read_text())
-    assert info["source"] == "gguf" and info["gguf_sha256"] == yaml.safe_load(
-        (ROOT / "profiles/smollm2-micro.yaml").read_text())["base"]["gguf_sha256"]
+    assert (
+        info["source"] == "gguf"
+        and info["gguf_sha256"]
+        == yaml.safe_load((ROOT / "profiles/smollm2-micro.yaml").read_text())["base"]["gguf_sha256"]
+    )
     assert info["parameters"] == 134_515_008 and info["replaced_eos_token"] == "<|im_start|>"
     model = AutoModelForCausalLM.from_pretrained(base)  # reloads without GGUF: plain safetensors
     assert getattr(model.config, "quantization_config", None) is None
@@ -77,8 +87,9 @@ def test_base_is_a_plain_hf_folder_with_the_end_of_turn_token_as_eos(workdir, gg
     im_end = tok.convert_tokens_to_ids("<|im_end|>")
     assert tok.eos_token == "<|im_end|>" and tok.pad_token == "<|endoftext|>"
     assert model.generation_config.eos_token_id[0] == im_end
-    assert "<|im_start|>assistant" in tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False,
-                                                             add_generation_prompt=True)
+    assert "<|im_start|>assistant" in tok.apply_chat_template(
+        [{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True
+    )
 
 
 def test_generation_stops_at_the_end_of_the_turn(workdir):
@@ -86,8 +97,11 @@ def test_generation_stops_at_the_end_of_the_turn(workdir):
 
     backend = HFBackend(workdir / "outputs/models/base")
     prompts = [[{"role": "user", "content": "What is 2+3? Answer with the number only."}]] * 2
-    samples = [s for group in backend.generate(prompts, n=2, temperature=0.6, top_p=0.95, max_new_tokens=64, seed=0)
-               for s in group]
+    samples = [
+        s
+        for group in backend.generate(prompts, n=2, temperature=0.6, top_p=0.95, max_new_tokens=64, seed=0)
+        for s in group
+    ]
     assert all(s.finished for s in samples), [s.text for s in samples]
     for s in samples:  # nothing of a next turn is spliced in
         assert "<|im_start|>" not in s.text and "<|im_end|>" not in s.text and "\nuser\n" not in s.text

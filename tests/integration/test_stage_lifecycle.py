@@ -43,14 +43,21 @@ def stage_runs(experiment: str, stage: str) -> list:
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         return []
-    return client.search_runs([exp.experiment_id], filter_string=f"tags.`r1.stage` = '{stage}'",
-                              order_by=["attributes.start_time DESC"])
+    return client.search_runs(
+        [exp.experiment_id], filter_string=f"tags.`r1.stage` = '{stage}'", order_by=["attributes.start_time DESC"]
+    )
 
 
 def start_stage(workdir: Path, stage: str, *args: str, log: Path) -> subprocess.Popen:
     with open(log, "w") as out:
-        return subprocess.Popen([sys.executable, "-m", f"tasks.{stage}", *args], cwd=workdir, env=stage_env(),
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            [sys.executable, "-m", f"tasks.{stage}", *args],
+            cwd=workdir,
+            env=stage_env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def lock_holder(path: Path) -> dict | None:
@@ -75,8 +82,11 @@ def training_started(experiment: str, stage: str, since: float):
     """A run of the stage started after `since` (epoch s) is RUNNING with its params logged: tracking is
     open, the body runs. (`since`: a run a SIGKILLed stage left RUNNING is not this one.)"""
     for run in stage_runs(experiment, stage):
-        if (run.info.status == "RUNNING" and run.info.start_time >= since * 1000
-                and any(k.startswith(f"{stage}.") for k in run.data.params)):
+        if (
+            run.info.status == "RUNNING"
+            and run.info.start_time >= since * 1000
+            and any(k.startswith(f"{stage}.") for k in run.data.params)
+        ):
             return run
     return None
 
@@ -96,10 +106,12 @@ def kill_group(proc: subprocess.Popen) -> None:
 def workdir(tmp_path_factory):
     wd = tmp_path_factory.mktemp("lifecycle")
     experiment = f"lifecycle-{uuid.uuid4().hex[:8]}"
-    (wd / "params.yaml").write_text(yaml.safe_dump(apply_overrides(profile_dict("micro"),
-                                                                   [f"project.mlflow_experiment={experiment}"])))
-    out = subprocess.run([sys.executable, "-m", "tasks.data"], cwd=wd, env=stage_env(), capture_output=True,
-                         text=True, timeout=300)
+    (wd / "params.yaml").write_text(
+        yaml.safe_dump(apply_overrides(profile_dict("micro"), [f"project.mlflow_experiment={experiment}"]))
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "tasks.data"], cwd=wd, env=stage_env(), capture_output=True, text=True, timeout=300
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     return wd, experiment
 
@@ -110,28 +122,42 @@ def test_second_run_of_a_stage_exits_2_naming_the_holder_and_kill_9_leaves_no_st
     since = time.time()
     first = start_stage(wd, "base", "--set", LONG_BASE, log=tmp_path / "first.log")
     try:
-        record = wait_for(lambda: (lock_holder(lock) or {}).get("pid") == first.pid and lock_holder(lock),
-                          120, "the first run never held the lock", first, tmp_path / "first.log")
+        record = wait_for(
+            lambda: (lock_holder(lock) or {}).get("pid") == first.pid and lock_holder(lock),
+            120,
+            "the first run never held the lock",
+            first,
+            tmp_path / "first.log",
+        )
         assert record["command"] == f"python -m tasks.base --set {LONG_BASE}" and record["host"]
         start = time.monotonic()
-        second = subprocess.run([sys.executable, "-m", "tasks.base"], cwd=wd, env=stage_env(), capture_output=True,
-                                text=True, timeout=120)
+        second = subprocess.run(
+            [sys.executable, "-m", "tasks.base"], cwd=wd, env=stage_env(), capture_output=True, text=True, timeout=120
+        )
         seconds = time.monotonic() - start
         clock = time.strftime("%H:%M:%S", time.localtime(record["started"]))
         assert second.returncode == 2, (second.stdout[-2000:], second.stderr[-2000:])
-        assert (f"error: base: already running in this workspace (pid {first.pid} since {clock}, "
-                f"python -m tasks.base --set {LONG_BASE}); wait for it or kill it") in second.stderr
+        assert (
+            f"error: base: already running in this workspace (pid {first.pid} since {clock}, "
+            f"python -m tasks.base --set {LONG_BASE}); wait for it or kill it"
+        ) in second.stderr
         # at once: only the imports (several seconds on 2 busy cores), no waiting for the holder
         assert seconds < 45, seconds
         assert first.poll() is None, "the second run must not disturb the first"
         assert lock_holder(lock)["pid"] == first.pid
-        first_run = wait_for(lambda: training_started(experiment, "base", since), 180, "training never started",
-                             first, tmp_path / "first.log")
+        first_run = wait_for(
+            lambda: training_started(experiment, "base", since),
+            180,
+            "training never started",
+            first,
+            tmp_path / "first.log",
+        )
     finally:
         kill_group(first)  # kill -9 of the holder (and its process group)
     assert lock_holder(lock) is None, "a killed holder must not leave the lock held"
-    third = subprocess.run([sys.executable, "-m", "tasks.base"], cwd=wd, env=stage_env(), capture_output=True,
-                           text=True, timeout=300)
+    third = subprocess.run(
+        [sys.executable, "-m", "tasks.base"], cwd=wd, env=stage_env(), capture_output=True, text=True, timeout=300
+    )
     assert third.returncode == 0, third.stderr[-3000:]
     assert f"base: the previous run here (pid {first.pid} since" in third.stdout  # it knows it died
     assert lock.read_text() == ""  # a clean exit leaves no holder record behind
@@ -166,8 +192,9 @@ def test_an_exception_in_the_stage_ends_its_run_failed(workdir, tmp_path):
     with open(tmp_path / "outputs/data/corpus.jsonl", "a") as f:
         f.write("{not json\n")  # a corrupt input: not a StageError, a crash
     before = {r.info.run_id for r in stage_runs(experiment, "base")}
-    out = subprocess.run([sys.executable, "-m", "tasks.base"], cwd=tmp_path, env=stage_env(), capture_output=True,
-                         text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-m", "tasks.base"], cwd=tmp_path, env=stage_env(), capture_output=True, text=True, timeout=300
+    )
     assert out.returncode not in (0, 2), (out.returncode, out.stderr[-3000:])
     new = [r for r in stage_runs(experiment, "base") if r.info.run_id not in before]
     assert len(new) == 1, out.stderr[-3000:]
@@ -176,13 +203,16 @@ def test_an_exception_in_the_stage_ends_its_run_failed(workdir, tmp_path):
 
 def test_exit_2_survives_accelerate_launch(tmp_path):
     """Two DeepSpeed ranks (torchrun, CPU/gloo) fail on a missing input: accelerate says 1, the stage says 2."""
-    raw = apply_overrides(profile_dict("micro"), ["sft.num_processes=2", "sft.deepspeed=zero2",
-                                                  f"project.mlflow_experiment=lifecycle-{uuid.uuid4().hex[:8]}"])
+    raw = apply_overrides(
+        profile_dict("micro"),
+        ["sft.num_processes=2", "sft.deepspeed=zero2", f"project.mlflow_experiment=lifecycle-{uuid.uuid4().hex[:8]}"],
+    )
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     env = stage_env()
     env.pop("MLFLOW_EXPERIMENT_NAME", None)
-    out = subprocess.run([sys.executable, "-m", "tasks.sft"], cwd=tmp_path, env=env, capture_output=True, text=True,
-                         timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-m", "tasks.sft"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     assert "sft: launching 2 processes" in out.stdout and "--use_deepspeed" in out.stdout
     assert "error: sft: input outputs/models/base not found" in out.stderr
     assert "ChildFailedError" in out.stderr  # accelerate/torchrun did fail with its own exit code 1 ...
@@ -199,8 +229,9 @@ FLOW_EXPERIMENT = f"lifecycle-flow-{uuid.uuid4().hex[:6]}"
 
 @pytest.fixture(scope="module")
 def flow_ws(tmp_path_factory):
-    return copy_project(tmp_path_factory.mktemp("lifecycle-flow") / "ws",
-                        overrides=[f"project.mlflow_experiment={FLOW_EXPERIMENT}"])
+    return copy_project(
+        tmp_path_factory.mktemp("lifecycle-flow") / "ws", overrides=[f"project.mlflow_experiment={FLOW_EXPERIMENT}"]
+    )
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -217,7 +248,7 @@ def drain_prefect_logs():
 
 
 def run_flow(**kwargs):
-    from flows.r1_pipeline import r1_pipeline
+    from flows.pipeline import r1_pipeline
 
     state = r1_pipeline(return_state=True, **kwargs)
     try:
@@ -230,19 +261,21 @@ def run_flow(**kwargs):
 def killed_flow(prefect_api, flow_ws, tmp_path_factory):
     """The flow in a subprocess, kill -9 while `base` trains: what is left 10 s later."""
     log = tmp_path_factory.mktemp("killed-flow") / "flow.log"
-    code = ("from flows.r1_pipeline import r1_pipeline\n"
-            f"r1_pipeline(stages=['data', 'base'], overrides=[{LONG_BASE!r}], project_dir={str(flow_ws)!r}, "
-            "retries=0, kill_grace_s=3)\n")
+    code = (
+        "from flows.pipeline import r1_pipeline\n"
+        f"r1_pipeline(stages=['data', 'base'], overrides=[{LONG_BASE!r}], project_dir={str(flow_ws)!r}, "
+        "retries=0, kill_grace_s=3)\n"
+    )
     env = flow_env({"PREFECT_API_URL": prefect_api, "PYTHONPATH": str(ROOT)})
     since = time.time()
     with open(log, "w") as out:
-        flow = subprocess.Popen([sys.executable, "-c", code], cwd=flow_ws, env=env, stdout=out,
-                                stderr=subprocess.STDOUT)
+        flow = subprocess.Popen(
+            [sys.executable, "-c", code], cwd=flow_ws, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
     stage_lock = flow_ws / ".r1" / "locks" / "base.lock"
     try:
         record = wait_for(lambda: lock_holder(stage_lock), 300, "base never started under the flow", flow, log)
-        child = wait_for(lambda: training_started(FLOW_EXPERIMENT, "base", since), 180, "base never trained",
-                         flow, log)
+        child = wait_for(lambda: training_started(FLOW_EXPERIMENT, "base", since), 180, "base never trained", flow, log)
         workspace = json.loads((flow_ws / ".r1" / "locks" / "workspace.lock").read_text())
         tree = psutil.Process(flow.pid).children(recursive=True)
         stage_pgid = os.getpgid(record["pid"])
@@ -256,9 +289,18 @@ def killed_flow(prefect_api, flow_ws, tmp_path_factory):
         survivors = [p for p in left if process_alive(p)]
         gone_after = time.monotonic() - killed_at
         status = mlflow_client().get_run(child.info.run_id)
-        return {"flow": flow, "log": log, "record": record, "child": child, "survivors": survivors,
-                "gone_after": gone_after, "status": status, "workspace": workspace, "stage_pgid": stage_pgid,
-                "tree": left}
+        return {
+            "flow": flow,
+            "log": log,
+            "record": record,
+            "child": child,
+            "survivors": survivors,
+            "gone_after": gone_after,
+            "status": status,
+            "workspace": workspace,
+            "stage_pgid": stage_pgid,
+            "tree": left,
+        }
     finally:
         if flow.poll() is None:
             flow.kill()
@@ -271,11 +313,16 @@ def test_kill_9_of_the_flow_takes_the_stage_tree_down_within_10s(killed_flow):
     assert k["gone_after"] < 10
     # nothing of the stage's process group either (dvc, sh, the stage, its workers); zombies waiting for
     # init to reap them are dead already
-    assert not [p for p in psutil.process_iter(["pid", "status"])
-                if p.info["status"] != psutil.STATUS_ZOMBIE and _pgid(p.pid) == k["stage_pgid"]]
+    assert not [
+        p
+        for p in psutil.process_iter(["pid", "status"])
+        if p.info["status"] != psutil.STATUS_ZOMBIE and _pgid(p.pid) == k["stage_pgid"]
+    ]
     # not RUNNING: the stage's watchdog closed it before killing itself
     assert k["status"].info.status == "KILLED" and k["status"].data.tags.get("r1.status") == "orphaned", (
-        k["status"].info.status, k["status"].data.tags)
+        k["status"].info.status,
+        k["status"].data.tags,
+    )
     assert k["workspace"]["pid"] == k["flow"].pid and k["workspace"]["lease_id"]
 
 
@@ -296,8 +343,13 @@ def next_flow(killed_flow, prefect_api, flow_ws):
     with get_client(sync_client=True) as client:
         before = client.read_global_concurrency_limit_by_name(workspace_limit_name(flow_ws.resolve())).active_slots
     start = time.monotonic()
-    _, results = run_flow(stages=["data", "base"], overrides=["base.pretrain_steps=6"], project_dir=str(flow_ws),
-                          retries=0, workspace_wait_s=45)
+    _, results = run_flow(
+        stages=["data", "base"],
+        overrides=["base.pretrain_steps=6"],
+        project_dir=str(flow_ws),
+        retries=0,
+        workspace_wait_s=45,
+    )
     return before, results, time.monotonic() - start
 
 
@@ -327,12 +379,16 @@ def test_exit_2_through_accelerate_is_not_retried_by_the_flow(next_flow, prefect
     """sft (on the base model `next_flow` trained) on two DeepSpeed ranks, liger asked for but not installed:
     StageError in each rank -> exit 2 through
     accelerate -> dvc "exited with 2" -> not retried (a 30 s backoff would show)."""
-    from flows.r1_pipeline import PipelineFailed
+    from flows.pipeline import PipelineFailed
 
     start = time.monotonic()
-    _, exc = run_flow(stages=["sft"], overrides=["sft.num_processes=2", "sft.deepspeed=zero2",
-                                                 "sft.use_liger_kernel=true"],
-                      project_dir=str(flow_ws), retries=2, retry_delay_s=30)
+    _, exc = run_flow(
+        stages=["sft"],
+        overrides=["sft.num_processes=2", "sft.deepspeed=zero2", "sft.use_liger_kernel=true"],
+        project_dir=str(flow_ws),
+        retries=2,
+        retry_delay_s=30,
+    )
     assert isinstance(exc, PipelineFailed), repr(exc)
     res = exc.results[0]
     assert res["error"] == "exit 2" and res["attempts"] == 1, res
@@ -363,7 +419,7 @@ def test_a_sigkilled_stage_is_marked_failed_by_the_flow(next_flow, prefect_api, 
     _, exc = run_flow(stages=["base"], overrides=[LONG_BASE], project_dir=str(flow_ws), retries=0)
     t.join(5)
     assert killed, "the stage was never caught training"
-    from flows.r1_pipeline import PipelineFailed
+    from flows.pipeline import PipelineFailed
 
     assert isinstance(exc, PipelineFailed), repr(exc)
     res = exc.results[0]

@@ -24,8 +24,14 @@ pytestmark = pytest.mark.slow
 
 
 def run(workdir: Path, stage: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", f"tasks.{stage}", *args], cwd=workdir, env=stage_env(),
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", f"tasks.{stage}", *args],
+        cwd=workdir,
+        env=stage_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert proc.returncode == 0, f"{stage} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc
 
@@ -65,6 +71,15 @@ def test_base_trains_tokenizer_and_model_from_scratch(workdir):
     chat = tok.apply_chat_template([{"role": "user", "content": "1+2"}], tokenize=False, add_generation_prompt=True)
     assert chat == "<|im_start|>user\n1+2<|im_end|>\n<|im_start|>assistant\n"
     assert stage_metrics(workdir, "base")["base_parameters"] == info["parameters"]
+    # pretraining logs its cost like the post-training stages: a cost row in the train log, cost/* in MLflow
+    cost = [r["cost"] for r in read_jsonl(workdir / "outputs/logs/base.jsonl") if "cost" in r]
+    assert len(cost) == 1 and cost[0]["tokens"] > 0 and cost[0]["tokens_per_s_per_device"] > 0
+    import mlflow
+
+    run_ = mlflow.search_runs(
+        experiment_names=["r1-pipeline"], filter_string="tags.`r1.stage` = 'base'", output_format="list"
+    )[0]
+    assert run_.data.metrics["cost/tokens"] == cost[0]["tokens"] and run_.data.metrics["cost/mfu"] > 0
 
 
 def test_sft_trains_on_completions(workdir):
@@ -85,12 +100,22 @@ def test_grpo_uses_reward_registry_and_logs_completion_tables(workdir):
     assert any(r["grad_norm"] > 0 for r in read_jsonl(workdir / "outputs/logs/grpo.jsonl") if "grad_norm" in r)
     import mlflow
 
-    run_ = mlflow.search_runs(experiment_names=["r1-pipeline"], filter_string="tags.`r1.stage` = 'grpo'",
-                              output_format="list")[0]
+    run_ = mlflow.search_runs(
+        experiment_names=["r1-pipeline"], filter_string="tags.`r1.stage` = 'grpo'", output_format="list"
+    )[0]
     artifacts = [a.path for a in mlflow.MlflowClient().list_artifacts(run_.info.run_id, "completions")]
     assert "completions/grpo_step_00002.json" in artifacts and "completions/grpo_step_00003.json" in artifacts
     assert run_.data.params["grpo.reward_funcs"] == "['accuracy', 'format']"
     assert "train_loss" in run_.data.metrics or "loss" in run_.data.metrics
+    # the headline curves, again under RL/ so that MLflow's run page shows them first: the same values per step
+    client = mlflow.MlflowClient()
+    for trl_key, headline in (
+        ("reward", "RL/reward"),
+        ("rewards/accuracy/mean", "RL/accuracy"),
+        ("completions/mean_length", "RL/completion_length"),
+    ):
+        history = sorted((m.step, m.value) for m in client.get_metric_history(run_.info.run_id, headline))
+        assert history == [(r["step"], pytest.approx(r[trl_key])) for r in log], headline
 
 
 def test_r1_zero_logs_length_per_step(workdir):
@@ -158,14 +183,17 @@ def test_report_writes_markdown_and_plots(workdir):
     out = workdir / "outputs/report"
     text = (out / "report.md").read_text()
     assert "| grpo | arith_heldout |" in text and "R1-Zero over the base" in text
+    cost_rows = text.split("## Cost by stage")[1]
+    assert all(f"\n| {stage} |" in cost_rows for stage in ("base", "sft", "grpo", "r1_zero", "distill"))
     for png in ("accuracy.png", "rl_curves.png", "rejection.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
 
 
 def test_missing_input_is_a_clear_error(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(profile_dict("micro")))
-    proc = subprocess.run([sys.executable, "-m", "tasks.grpo"], cwd=tmp_path, env=stage_env(),
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tasks.grpo"], cwd=tmp_path, env=stage_env(), capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 2
     assert "input outputs/models/sft not found: run the `sft` stage first" in proc.stderr
     assert not (tmp_path / "outputs" / "models").exists()
@@ -180,8 +208,14 @@ def test_killed_training_stage_resumes_from_its_last_checkpoint(workdir):
     import shutil
 
     shutil.rmtree(out)
-    proc = subprocess.Popen([sys.executable, "-m", "tasks.sft"], cwd=workdir, env=stage_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tasks.sft"],
+        cwd=workdir,
+        env=stage_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     ckpts = workdir / "checkpoints/sft"
     deadline = time.time() + 240
     while time.time() < deadline and not (ckpts / "checkpoint-10").exists():

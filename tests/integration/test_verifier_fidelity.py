@@ -32,8 +32,7 @@ def _need_data():
 @pytest.fixture(scope="module")
 def result():
     _need_data()
-    return score_jsonl(TRIPLES, response_field="response", gold_field="gold_answer", label_field="label",
-                       policy="eval")
+    return score_jsonl(TRIPLES, response_field="response", gold_field="gold_answer", label_field="label", policy="eval")
 
 
 @pytest.fixture(scope="module")

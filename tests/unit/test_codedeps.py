@@ -12,8 +12,17 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_every_stage_in_dvc_yaml_lists_exactly_the_code_it_imports():
     reports = codedeps.check_dvc_deps()
-    assert {r.stage for r in reports} == {"data", "base", "sft", "grpo", "r1_zero", "rejection", "distill",
-                                          "evaluate", "report"}
+    assert {r.stage for r in reports} == {
+        "data",
+        "base",
+        "sft",
+        "grpo",
+        "r1_zero",
+        "rejection",
+        "distill",
+        "evaluate",
+        "report",
+    }
     assert all(r.ok for r in reports), codedeps.format_reports(reports)
 
 
@@ -35,7 +44,8 @@ def fake_project(tmp_path: Path) -> Path:
     (tmp_path / "r1_pipeline" / "fmt.py").write_text("import json\n")
     (tmp_path / "r1_pipeline" / "unused.py").write_text("")
     (tmp_path / "tasks" / "train.py").write_text(
-        "from r1_pipeline import fmt\n\ndef run():\n    from r1_pipeline.sub import leaf\n    return leaf.X\n")
+        "from r1_pipeline import fmt\n\ndef run():\n    from r1_pipeline.sub import leaf\n    return leaf.X\n"
+    )
     return tmp_path
 
 
@@ -44,10 +54,16 @@ def test_check_reports_a_missing_and_an_unused_dep_and_fix_rewrites_the_line(tmp
     dvc_yaml = root / "dvc.yaml"
     dvc_yaml.write_text(
         "# header comment stays\nstages:\n  train:\n    cmd: python -m tasks.train\n"
-        "    deps: [tasks/train.py, r1_pipeline/unused.py, data.jsonl]\n    outs: [model]\n")
+        "    deps: [tasks/train.py, r1_pipeline/unused.py, data.jsonl]\n    outs: [model]\n"
+    )
     (report,) = codedeps.check_dvc_deps(dvc_yaml, root)
-    assert report.missing == ["r1_pipeline/__init__.py", "r1_pipeline/fmt.py", "r1_pipeline/sub/__init__.py",
-                              "r1_pipeline/sub/leaf.py", "tasks/__init__.py"]
+    assert report.missing == [
+        "r1_pipeline/__init__.py",
+        "r1_pipeline/fmt.py",
+        "r1_pipeline/sub/__init__.py",
+        "r1_pipeline/sub/leaf.py",
+        "tasks/__init__.py",
+    ]
     assert report.unused == ["r1_pipeline/unused.py"]
     assert "missing code deps" in codedeps.format_reports([report])
 

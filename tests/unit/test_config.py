@@ -7,9 +7,7 @@ import sys
 
 import pytest
 import yaml
-from typer.testing import CliRunner
 
-from r1_pipeline.cli import STAGES, app
 from r1_pipeline.config import (
     PROFILES_DIR,
     Config,
@@ -78,12 +76,42 @@ def test_missing_data_file():
 
 
 def test_cross_field_checks():
-    raw = apply_overrides(profile_dict("tiny"), ["grpo.reward_funcs=[accuracy, nonsense]", "grpo.reward_weights=[1, 1]"])
+    raw = apply_overrides(
+        profile_dict("tiny"), ["grpo.reward_funcs=[accuracy, nonsense]", "grpo.reward_weights=[1, 1]"]
+    )
     assert "grpo: " in _error(raw) and "unknown reward_funcs ['nonsense']" in _error(raw)
     raw = apply_overrides(profile_dict("tiny"), ["grpo.reward_weights=[1.0]"])
     assert "reward_weights has 1 entries for 2 reward_funcs" in _error(raw)
     raw = apply_overrides(profile_dict("tiny"), ["grpo.num_generations=7"])
     assert "must be divisible by num_generations (7)" in _error(raw)
+
+
+def test_r1_zero_is_grpo_updated_by_its_overlay():
+    raw = apply_overrides(profile_dict("micro"), ["grpo.beta=0.1", "grpo.temperature=0.9", "r1_zero.temperature=0.5"])
+    cfg = validate(raw, "params.yaml", ROOT)
+    assert (cfg.r1_zero.beta, cfg.r1_zero.temperature, cfg.r1_zero.max_steps) == (0.1, 0.5, 2)  # micro: 2
+    assert cfg.model_dump(mode="json")["r1_zero"] == {
+        "enabled": True,
+        "max_steps": 2,
+        "temperature": 0.5,
+        "log_completions_steps": 1,
+    }
+    assert yaml.safe_load((ROOT / "params.yaml").read_text())["r1_zero"] == {"enabled": True}
+
+
+@pytest.mark.parametrize("name", PROFILES)
+def test_the_written_overlay_gives_the_same_config(name):
+    cfg = load_config(profile=name)
+    assert validate(cfg.model_dump(mode="json"), "params.yaml", ROOT) == cfg
+
+
+def test_an_r1_zero_error_names_r1_zero():
+    raw = apply_overrides(profile_dict("tiny"), ["r1_zero.learning_rate=-1"])
+    assert _error(raw) == "params.yaml: r1_zero.learning_rate: Input should be greater than 0 (got -1)"
+    raw = apply_overrides(profile_dict("tiny"), ["r1_zero.betaa=1"])
+    assert _error(raw) == "params.yaml: r1_zero.betaa: unknown key (misspelled?)"
+    raw = apply_overrides(profile_dict("tiny"), ["grpo.learning_rate=-1"])  # once, under grpo
+    assert _error(raw) == "params.yaml: grpo.learning_rate: Input should be greater than 0 (got -1)"
 
 
 def test_invalid_yaml_names_the_line(tmp_path):
@@ -104,50 +132,12 @@ def test_stage_with_bad_param_exits_2_with_one_line_and_writes_nothing(tmp_path)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(profile_dict("micro")))
     proc = subprocess.run(
         [sys.executable, "-m", "tasks.sft", "--set", "sft.learning_rate=-1"],
-        cwd=tmp_path, env=stage_env(), capture_output=True, text=True, timeout=120,
+        cwd=tmp_path,
+        env=stage_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 2
     assert proc.stderr.strip() == "error: params.yaml: sft.learning_rate: Input should be greater than 0 (got -1)"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
-
-
-runner = CliRunner()
-
-
-def test_config_show_applies_profile_and_overrides():
-    result = runner.invoke(app, ["config", "show", "--profile", "gpu", "--set", "grpo.beta=0.0"])
-    assert result.exit_code == 0, result.output
-    shown = yaml.safe_load(result.output)
-    assert shown["project"]["precision"] == "bf16" and shown["grpo"]["beta"] == 0.0
-
-
-def test_config_use_writes_a_valid_params_file(tmp_path):
-    target = tmp_path / "params.yaml"
-    result = runner.invoke(app, ["config", "use", "micro", "--params", str(target), "--set", "grpo.max_steps=2"])
-    assert result.exit_code == 0, result.output
-    cfg = load_config(target)
-    assert cfg.grpo.max_steps == 2 and cfg.base.hidden_size == 64
-
-
-def test_config_use_rejects_bad_override_and_keeps_the_file(tmp_path):
-    target = tmp_path / "params.yaml"
-    target.write_text("keep me")
-    result = runner.invoke(app, ["config", "use", "micro", "--params", str(target), "--set", "sft.max_steps=-5"])
-    assert result.exit_code == 2
-    assert target.read_text() == "keep me"
-
-
-def test_unknown_profile_lists_the_known_ones():
-    result = runner.invoke(app, ["config", "show", "--profile", "nope"])
-    assert result.exit_code == 2 and "unknown profile 'nope'; known profiles:" in result.output
-
-
-@pytest.mark.parametrize("command", [[], ["config"], ["config", "show"], ["config", "use"], ["verify"], ["stage"]])
-def test_every_command_has_help(command):
-    result = runner.invoke(app, [*command, "--help"])
-    assert result.exit_code == 0 and "Usage" in result.output
-
-
-def test_unknown_stage_is_rejected():
-    result = runner.invoke(app, ["stage", "nope"])
-    assert result.exit_code == 2 and "unknown stage 'nope'" in result.output and ", ".join(STAGES) in result.output

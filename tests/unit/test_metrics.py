@@ -134,8 +134,11 @@ def test_paired_difference_uses_the_per_problem_differences():
     from r1_pipeline.metrics import paired_difference
 
     def rows(model, verdicts):  # verdicts[problem] = list of sample verdicts
-        return [{"model": model, "benchmark": "b", "problem_id": p, "sample_idx": i, "correct": c}
-                for p, vs in enumerate(verdicts) for i, c in enumerate(vs)]
+        return [
+            {"model": model, "benchmark": "b", "problem_id": p, "sample_idx": i, "correct": c}
+            for p, vs in enumerate(verdicts)
+            for i, c in enumerate(vs)
+        ]
 
     # b solves problems 0-3 half the time; a solves the same ones always: +0.5 on 4 of 8 problems
     a = rows("a", [[1, 1]] * 4 + [[0, 0]] * 4)
@@ -144,7 +147,7 @@ def test_paired_difference_uses_the_per_problem_differences():
     assert d["difference"] == 0.25 and d["n_problems"] == 8
     import statistics
 
-    assert abs(d["stderr"] - statistics.stdev([0.5] * 4 + [0.0] * 4) / 8 ** 0.5) < 1e-12
+    assert abs(d["stderr"] - statistics.stdev([0.5] * 4 + [0.0] * 4) / 8**0.5) < 1e-12
     assert d["verdict"] == "better" and d["ci_low"] > 0
     # the same models on one problem each way: the interval includes 0
     tie = paired_difference(rows("a", [[1], [0]]) + rows("b", [[0], [1]]), "a", "b", "b")
@@ -152,3 +155,26 @@ def test_paired_difference_uses_the_per_problem_differences():
     flipped = paired_difference(a + b, "b", "a", "b")
     assert flipped["difference"] == -0.25 and flipped["verdict"] == "worse"
     assert paired_difference(a, "a", "missing", "b") is None
+
+
+def test_evaluation_metrics_for_both_policies():
+    rows = [
+        {
+            "problem_id": 1,
+            "sample_idx": 0,
+            "extracted": "5",
+            "correct": True,
+            "extracted_strict": None,
+            "correct_strict": False,
+        },
+        {
+            "problem_id": 1,
+            "sample_idx": 1,
+            "extracted": "5",
+            "correct": True,
+            "extracted_strict": "5",
+            "correct_strict": True,
+        },
+    ]
+    assert summarize(rows)["pass@1"] == 1.0
+    assert summarize(rows, "correct_strict", "extracted_strict")["pass@1"] == 0.5

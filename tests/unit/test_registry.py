@@ -40,8 +40,10 @@ def test_gain_within_two_standard_errors_is_kept():
     assert decide(champion, champion)["decision"] == "kept"
 
 
-@pytest.mark.parametrize("key,value", [("k", "8"), ("temperature", "1.0"), ("top_p", "1.0"),
-                                       ("max_new_tokens", "256"), ("problems_sha256", "other")])
+@pytest.mark.parametrize(
+    "key,value",
+    [("k", "8"), ("temperature", "1.0"), ("top_p", "1.0"), ("max_new_tokens", "256"), ("problems_sha256", "other")],
+)
 def test_other_protocol_is_not_comparable(key, value):
     champion = evidence([[False] * 4] * 40)
     better = evidence([[True] * 4] * 40, **{key: value})
@@ -55,8 +57,18 @@ def test_no_shared_problem_is_not_comparable():
 
 
 def test_outcomes_and_problem_digest_from_records():
-    rows = [{"model": "sft", "benchmark": "b", "problem_id": p, "sample_idx": i, "correct": (p + i) % 2 == 0,
-             "gold": str(p)} for p in (2, 1) for i in (1, 0)]
+    rows = [
+        {
+            "model": "sft",
+            "benchmark": "b",
+            "problem_id": p,
+            "sample_idx": i,
+            "correct": (p + i) % 2 == 0,
+            "gold": str(p),
+        }
+        for p in (2, 1)
+        for i in (1, 0)
+    ]
     assert outcomes_by_problem(rows, "sft", "b") == {"2": [True, False], "1": [False, True]}
     assert outcomes_by_problem(rows, "grpo", "b") == {}
     assert problems_digest(rows, "sft", "b") == problems_digest(list(reversed(rows)), "sft", "b")

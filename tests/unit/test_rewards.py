@@ -10,10 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from r1_pipeline import verify as V
-from r1_pipeline.config import GRPOConfig
+from r1_pipeline.config import GRPOParams
 from r1_pipeline.rewards import (
     REWARD_REGISTRY,
-    completion_text,
     get_cosine_reward,
     get_language_consistency_reward,
     get_reasoning_steps_reward,
@@ -25,8 +24,16 @@ from r1_pipeline.rewards import (
 )
 
 GOOD = "<think>\n7+3=10\n10-5=5\n</think>\n<answer>5</answer>"
-EXPECTED = {"accuracy", "format", "tag_count", "reasoning_steps", "cosine", "repetition_penalty", "soft_overlong",
-            "language_consistency"}
+EXPECTED = {
+    "accuracy",
+    "format",
+    "tag_count",
+    "reasoning_steps",
+    "cosine",
+    "repetition_penalty",
+    "soft_overlong",
+    "language_consistency",
+}
 
 
 def chat(text: str) -> list[dict]:
@@ -43,13 +50,6 @@ def test_parametrized_rewards_pickle():
     # TRL may ship reward functions to a spawned rollout worker.
     for name in ("cosine", "repetition_penalty", "soft_overlong", "language_consistency"):
         assert pickle.loads(pickle.dumps(REWARD_REGISTRY[name]))([GOOD], answer=["5"]) is not None
-
-
-def test_completion_text():
-    assert completion_text("abc") == "abc"
-    assert completion_text(chat("abc")) == "abc"
-    assert completion_text([{"role": "assistant", "content": None}]) == ""
-    assert completion_text(None) == ""
 
 
 # --------------------------------------------------------------------------------------------- accuracy
@@ -184,9 +184,37 @@ def test_language_consistency():
 # --------------------------------------------------------------------------------- never raises, bounded
 
 # Text that reaches the interesting code paths: tags, LaTeX, numbers, phrases, plus arbitrary unicode.
-PIECES = ["<think>", "</think>", "<answer>", "</answer>", "\\boxed{", "\\fbox{", "{", "}", "\\frac{1}{2}", "^",
-          "**", "$", "\\(", "\\)", "A: ", "#### ", "The answer is ", "\n", " ", "1,000", "-3.5", "9", "x", "你好",
-          "Step 1:", "\\sqrt{2}", "\\", "!", "/0"]
+PIECES = [
+    "<think>",
+    "</think>",
+    "<answer>",
+    "</answer>",
+    "\\boxed{",
+    "\\fbox{",
+    "{",
+    "}",
+    "\\frac{1}{2}",
+    "^",
+    "**",
+    "$",
+    "\\(",
+    "\\)",
+    "A: ",
+    "#### ",
+    "The answer is ",
+    "\n",
+    " ",
+    "1,000",
+    "-3.5",
+    "9",
+    "x",
+    "你好",
+    "Step 1:",
+    "\\sqrt{2}",
+    "\\",
+    "!",
+    "/0",
+]
 texts = st.one_of(st.text(max_size=300), st.lists(st.sampled_from(PIECES), max_size=40).map("".join))
 completions = st.lists(st.one_of(texts, texts.map(chat), st.none(), st.integers()), max_size=4)
 golds = st.one_of(st.none(), texts, st.integers(), st.floats(), st.lists(st.one_of(st.none(), texts), max_size=5))
@@ -287,16 +315,29 @@ def test_failure_logging_never_breaks_a_reward():
 
 
 def test_reward_params_come_from_the_section():
-    section = GRPOConfig(max_completion_length=4096)
-    assert reward_params("soft_overlong", section) == {"max_completion_len": 4096, "soft_punish_cache": 1024,
-                                                       "unit": "tokens"}
+    section = GRPOParams(max_completion_length=4096)
+    assert reward_params("soft_overlong", section) == {
+        "max_completion_len": 4096,
+        "soft_punish_cache": 1024,
+        "unit": "tokens",
+    }
     assert reward_params("cosine", section)["max_len"] == 4096  # not 1,000 characters
-    section = GRPOConfig(max_completion_length=4096, soft_overlong_max_length=3000, soft_overlong_cache=500,
-                         cosine_max_len=2048, repetition_ngram_size=4, repetition_max_penalty=-0.5,
-                         reasoning_steps_target=8, reasoning_steps_count_lines=False,
-                         language_consistency_span="completion")
-    assert reward_params("soft_overlong", section) == {"max_completion_len": 3000, "soft_punish_cache": 500,
-                                                       "unit": "tokens"}
+    section = GRPOParams(
+        max_completion_length=4096,
+        soft_overlong_max_length=3000,
+        soft_overlong_cache=500,
+        cosine_max_len=2048,
+        repetition_ngram_size=4,
+        repetition_max_penalty=-0.5,
+        reasoning_steps_target=8,
+        reasoning_steps_count_lines=False,
+        language_consistency_span="completion",
+    )
+    assert reward_params("soft_overlong", section) == {
+        "max_completion_len": 3000,
+        "soft_punish_cache": 500,
+        "unit": "tokens",
+    }
     assert reward_params("cosine", section)["max_len"] == 2048
     assert reward_params("repetition_penalty", section) == {"ngram_size": 4, "max_penalty": -0.5}
     assert reward_params("reasoning_steps", section) == {"target_steps": 8, "count_lines": False}
@@ -305,8 +346,9 @@ def test_reward_params_come_from_the_section():
 
 
 def test_reward_funcs_are_built_with_the_section_values():
-    section = GRPOConfig(max_completion_length=4096, reward_funcs=["accuracy", "soft_overlong", "cosine"],
-                         reward_weights=[1.0, 1.0, 1.0])
+    section = GRPOParams(
+        max_completion_length=4096, reward_funcs=["accuracy", "soft_overlong", "cosine"], reward_weights=[1.0, 1.0, 1.0]
+    )
     acc, overlong, cosine = reward_funcs(section.reward_funcs, section)
     assert acc is REWARD_REGISTRY["accuracy"]
     ids = [[0] * n for n in (768, 3072, 3584, 4096)]
@@ -349,4 +391,4 @@ def test_language_consistency_span():
 )
 def test_schema_rejects_reward_settings_that_contradict_the_trainer(changes, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        GRPOConfig(max_completion_length=4096, **changes)
+        GRPOParams(max_completion_length=4096, **changes)

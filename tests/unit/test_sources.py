@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from r1_pipeline.config import SourceConfig, SyntheticTaskConfig
+from r1_pipeline.config import SourceParams, SyntheticTaskParams
 from r1_pipeline.data.sources import DataError, clean_solution, iter_hf, load_source, plain_answer
 
-TASK = SyntheticTaskConfig()
+TASK = SyntheticTaskParams()
 
 
 def write_jsonl(path, rows, blank_lines_after=()):
@@ -32,9 +32,14 @@ GSM8K_ROWS = [
 
 def test_gsm8k_answers_and_reasoning(tmp_path):
     write_jsonl(tmp_path / "g.jsonl", GSM8K_ROWS)
-    src = SourceConfig(
-        name="gsm", type="jsonl", path="g.jsonl", problem_field="question", answer_field="answer",
-        answer_format="gsm8k", solution_field="answer",
+    src = SourceParams(
+        name="gsm",
+        type="jsonl",
+        path="g.jsonl",
+        problem_field="question",
+        answer_field="answer",
+        answer_format="gsm8k",
+        solution_field="answer",
     )
     res = load(src, tmp_path)
     assert [(r.id, r.answer) for r in res.records] == [("gsm-0", "5"), ("gsm-1", "1234")]
@@ -52,12 +57,12 @@ def test_math_boxed_and_numina_style(tmp_path):
         {"problem": "Nothing boxed", "solution": "no box here", "answer": None},
     ]
     write_jsonl(tmp_path / "m.jsonl", rows)
-    boxed = SourceConfig(name="m", type="jsonl", path="m.jsonl", answer_field="solution", answer_format="boxed")
+    boxed = SourceParams(name="m", type="jsonl", path="m.jsonl", answer_field="solution", answer_format="boxed")
     res = load(boxed, tmp_path)
     assert [r.answer for r in res.records] == ["\\frac{1}{2}", "(3, \\pi)"]
     assert res.skipped_no_answer == 1
     # NuminaMath / OpenR1-Math: answer field, solution with \boxed as the reasoning and as a fallback answer
-    numina = SourceConfig(name="n", type="jsonl", path="m.jsonl", answer_field="answer", solution_field="solution")
+    numina = SourceParams(name="n", type="jsonl", path="m.jsonl", answer_field="answer", solution_field="solution")
     res = load(numina, tmp_path)
     assert [r.answer for r in res.records] == ["\\frac{1}{2}", "(3, \\pi)"]
     assert res.records[1].solution.startswith("First \\boxed{1}")
@@ -77,14 +82,15 @@ def test_parquet(tmp_path):
 
     table = pa.table({"q": ["One plus one?", "Two times two?"], "a": [2.0, 4.0], "sol": ["1+1=2", "2*2=4"]})
     pq.write_table(table, tmp_path / "d.parquet")
-    src = SourceConfig(name="p", type="parquet", path="d.parquet", problem_field="q", answer_field="a",
-                       solution_field="sol")
+    src = SourceParams(
+        name="p", type="parquet", path="d.parquet", problem_field="q", answer_field="a", solution_field="sol"
+    )
     res = load(src, tmp_path)
     assert [(r.id, r.problem, r.answer, r.solution) for r in res.records] == [
         ("p-0", "One plus one?", "2", "1+1=2"),
         ("p-1", "Two times two?", "4", "2*2=4"),
     ]
-    bad = SourceConfig(name="p", type="parquet", path="d.parquet", problem_field="question", answer_field="a")
+    bad = SourceParams(name="p", type="parquet", path="d.parquet", problem_field="question", answer_field="a")
     with pytest.raises(DataError, match=r"d\.parquet row 1: missing field 'question'"):
         load(bad, tmp_path)
 
@@ -92,12 +98,12 @@ def test_parquet(tmp_path):
 def test_missing_field_names_file_line_and_field(tmp_path):
     rows = [{"problem": "a", "answer": "1"}, {"problem": "b", "answer": "2"}, {"problem": "c"}]
     write_jsonl(tmp_path / "x.jsonl", rows, blank_lines_after={0})  # a blank line: line numbers stay true
-    src = SourceConfig(name="x", type="jsonl", path="x.jsonl")
+    src = SourceParams(name="x", type="jsonl", path="x.jsonl")
     with pytest.raises(DataError) as err:
         load(src, tmp_path)
     msg = str(err.value)
     assert "x.jsonl:4:" in msg and "missing field 'answer'" in msg and "\n" not in msg
-    solution = SourceConfig(name="x", type="jsonl", path="x.jsonl", solution_field="worked")
+    solution = SourceParams(name="x", type="jsonl", path="x.jsonl", solution_field="worked")
     with pytest.raises(DataError, match=r"x\.jsonl:1: missing field 'worked'"):
         load(solution, tmp_path)
 
@@ -105,12 +111,12 @@ def test_missing_field_names_file_line_and_field(tmp_path):
 def test_invalid_json_names_line(tmp_path):
     (tmp_path / "bad.jsonl").write_text('{"problem": "a", "answer": "1"}\n{"problem": oops}\n')
     with pytest.raises(DataError, match=r"bad\.jsonl:2: invalid JSON"):
-        load(SourceConfig(name="b", type="jsonl", path="bad.jsonl"), tmp_path)
+        load(SourceParams(name="b", type="jsonl", path="bad.jsonl"), tmp_path)
 
 
 def test_limit_is_a_seeded_sample_in_source_order(tmp_path):
     write_jsonl(tmp_path / "many.jsonl", [{"problem": f"p{i}", "answer": str(i)} for i in range(50)])
-    src = SourceConfig(name="s", type="jsonl", path="many.jsonl", limit=10)
+    src = SourceParams(name="s", type="jsonl", path="many.jsonl", limit=10)
     a, b = load(src, tmp_path).records, load(src, tmp_path).records
     assert a == b and len(a) == 10
     idx = [int(r.id.split("-")[1]) for r in a]
@@ -123,9 +129,15 @@ def test_hf_by_id_through_a_local_file(tmp_path):
     """The `hf` path calls datasets.load_dataset(hf_id, hf_config, split=...); here the `json` builder reads a
     local file (nothing can be downloaded from the hub on these machines)."""
     write_jsonl(tmp_path / "hf.jsonl", GSM8K_ROWS[:2])
-    src = SourceConfig(
-        name="gsm8k", type="hf", hf_id="json", split="train", problem_field="question", answer_field="answer",
-        answer_format="gsm8k", solution_field="answer",
+    src = SourceParams(
+        name="gsm8k",
+        type="hf",
+        hf_id="json",
+        split="train",
+        problem_field="question",
+        answer_field="answer",
+        answer_format="gsm8k",
+        solution_field="answer",
     )
     kwargs = {"data_files": str(tmp_path / "hf.jsonl"), "cache_dir": str(tmp_path / "cache")}
     rows = list(iter_hf(src, **kwargs))
@@ -139,14 +151,14 @@ def test_hf_by_id_through_a_local_file(tmp_path):
 
 
 def test_hf_load_failure_is_one_line(tmp_path):
-    src = SourceConfig(name="h", type="hf", hf_id="json", split="train")
+    src = SourceParams(name="h", type="hf", hf_id="json", split="train")
     with pytest.raises(DataError, match=r"^hf:json\[train\]: cannot load") as err:
         list(iter_hf(src, data_files=str(tmp_path / "absent.jsonl"), cache_dir=str(tmp_path / "c")))
     assert "\n" not in str(err.value)
 
 
 def test_synthetic_source(tmp_path):
-    src = SourceConfig(name="arith", type="synthetic", split="heldout", limit=50)
+    src = SourceParams(name="arith", type="synthetic", split="heldout", limit=50)
     res = load(src, tmp_path, role="eval")
     assert len(res.records) == 50
     r = res.records[0]
@@ -154,4 +166,4 @@ def test_synthetic_source(tmp_path):
     assert r.difficulty == r.problem.count("+") + r.problem.count("-")
     assert load(src, tmp_path, role="eval").records == res.records
     with pytest.raises(DataError, match="arith"):
-        load(SourceConfig(name="arith", type="synthetic", split="validation"), tmp_path)
+        load(SourceParams(name="arith", type="synthetic", split="validation"), tmp_path)

@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from r1_pipeline.config import SyntheticTaskConfig
+from r1_pipeline.config import SyntheticTaskParams
 from r1_pipeline.data import synthetic as syn
 from r1_pipeline.data.synthetic import (
     answer_of_completion,
@@ -21,12 +21,12 @@ from r1_pipeline.data.synthetic import (
     scratchpad_reasoning,
 )
 
-TASK = SyntheticTaskConfig()
+TASK = SyntheticTaskParams()
 
 
 def test_chains_respect_ranges_and_difficulty():
     rng = random.Random(0)
-    task = SyntheticTaskConfig(chain_lengths=[1, 3, 8], first_operand_max=12, operand_max=7, total_max=15)
+    task = SyntheticTaskParams(chain_lengths=[1, 3, 8], first_operand_max=12, operand_max=7, total_max=15)
     for _ in range(3000):
         n_ops = rng.choice(task.chain_lengths)
         chain = syn.sample_chain(rng, n_ops, task)
@@ -39,7 +39,7 @@ def test_chains_respect_ranges_and_difficulty():
 
 
 def test_first_operand_is_capped_by_total_max():
-    task = SyntheticTaskConfig(first_operand_max=50, total_max=10)
+    task = SyntheticTaskParams(first_operand_max=50, total_max=10)
     rng = random.Random(1)
     assert all(syn.sample_chain(rng, 2, task).first <= 10 for _ in range(500))
 
@@ -72,7 +72,7 @@ def test_bad_split_name():
 
 
 def test_small_space_is_exhausted_without_hanging():
-    task = SyntheticTaskConfig(chain_lengths=[1], first_operand_max=2, operand_max=1, total_max=3)
+    task = SyntheticTaskParams(chain_lengths=[1], first_operand_max=2, operand_max=1, total_max=3)
     chains = generate_chains(task, 100, "train", random.Random(0))
     exprs = [c.expression for c in chains]
     assert len(exprs) == len(set(exprs)) < 100  # at most 1+1, 1-1, 2+1, 2-1 exist
@@ -114,8 +114,12 @@ def _true_answer(prompt: str) -> int:
 
 
 def test_corpus_styles_errors_and_train_only():
-    task = SyntheticTaskConfig(corpus_documents=4000, corpus_error_rate=0.25, chain_lengths=[1, 2, 4, 6],
-                               corpus_style_weights={"scratchpad": 0.35, "lazy": 0.25, "direct": 0.2, "plain": 0.2})
+    task = SyntheticTaskParams(
+        corpus_documents=4000,
+        corpus_error_rate=0.25,
+        chain_lengths=[1, 2, 4, 6],
+        corpus_style_weights={"scratchpad": 0.35, "lazy": 0.25, "direct": 0.2, "plain": 0.2},
+    )
     docs = generate_corpus(task, derive_rng(0, "corpus"))
     assert len(docs) == 4000
     assert syn.style_counts(docs) == {"scratchpad": 1400, "lazy": 1000, "direct": 800, "plain": 800}
@@ -155,7 +159,7 @@ def test_corpus_styles_errors_and_train_only():
 
 
 def test_corpus_is_deterministic_and_respects_zero_weights():
-    task = SyntheticTaskConfig(corpus_documents=500, corpus_style_weights={"scratchpad": 1, "plain": 0})
+    task = SyntheticTaskParams(corpus_documents=500, corpus_style_weights={"scratchpad": 1, "plain": 0})
     a = generate_corpus(task, derive_rng(1, "corpus"))
     assert a == generate_corpus(task, derive_rng(1, "corpus"))
     assert a != generate_corpus(task, derive_rng(2, "corpus"))
@@ -167,7 +171,7 @@ def test_atomic_tokens_keep_every_term_one_token():
     line above (the offset a tiny model copies by)."""
     from r1_pipeline.modeling import train_tokenizer
 
-    task = SyntheticTaskConfig(first_operand_max=19, operand_max=9, total_max=19)
+    task = SyntheticTaskParams(first_operand_max=19, operand_max=9, total_max=19)
     tok = train_tokenizer(["12+3-9\n_15-9\n__6"], 300, atomic=syn.atomic_tokens(task))
     lines = scratchpad_reasoning("12+3-9+7").split("\n")
     pieces = [[tok.decode([i]) for i in tok(line, add_special_tokens=False)["input_ids"]] for line in lines]
@@ -175,20 +179,22 @@ def test_atomic_tokens_keep_every_term_one_token():
 
 
 def test_cold_start_mixes_scratchpads_and_short_thinks():
-    from r1_pipeline.config import SourceConfig
+    from r1_pipeline.config import SourceParams
     from r1_pipeline.data.sources import load_source
 
     for share, expected in ((0.0, 0), (1.0, 200)):
-        task = SyntheticTaskConfig(cold_start_scratchpad_fraction=share)
-        src = SourceConfig(name="arith", type="synthetic", split="train", limit=200)
+        task = SyntheticTaskParams(cold_start_scratchpad_fraction=share)
+        src = SourceParams(name="arith", type="synthetic", split="train", limit=200)
         records = load_source(src, role="cold_start", seed=0, task=task).records
         assert sum("\n" in r.solution for r in records) == expected
         assert all(r.solution == r.problem for r in records if "\n" not in r.solution)
-    task = SyntheticTaskConfig(cold_start_scratchpad_fraction=0.25)
-    records = load_source(SourceConfig(name="arith", type="synthetic", split="train", limit=400),
-                          role="cold_start", seed=0, task=task).records
+    task = SyntheticTaskParams(cold_start_scratchpad_fraction=0.25)
+    records = load_source(
+        SourceParams(name="arith", type="synthetic", split="train", limit=400), role="cold_start", seed=0, task=task
+    ).records
     assert 60 < sum("\n" in r.solution for r in records) < 140
     # RL records always carry the scratchpad as their reference solution
-    rl = load_source(SourceConfig(name="arith", type="synthetic", split="train", limit=50), role="rl", seed=0,
-                     task=task).records
+    rl = load_source(
+        SourceParams(name="arith", type="synthetic", split="train", limit=50), role="rl", seed=0, task=task
+    ).records
     assert all(check_scratchpad(r.solution.split("\n")) for r in rl)

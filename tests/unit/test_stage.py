@@ -1,6 +1,6 @@
-"""The stage's process lifecycle helpers with real processes: identity by pid + start time (alive, dead,
-reused), the parent watchdog killing its own process group, the flock holder lock and its message, the
-parent-death signal, and the exit-2 file of relaunched ranks."""
+"""r1_pipeline.stage: the relaunch through accelerate, and the process lifecycle helpers with real processes:
+identity by pid + start time (alive, dead, reused), the parent watchdog killing its own process group, the flock
+holder lock and its message, the parent-death signal, and the exit-2 file of relaunched ranks."""
 
 from __future__ import annotations
 
@@ -16,7 +16,15 @@ from pathlib import Path
 import pytest
 
 from r1_pipeline import stage
-from r1_pipeline.stage import HolderLock, ParentWatchdog, describe_holder, process_alive, process_start_time
+from r1_pipeline.config import load_config
+from r1_pipeline.stage import (
+    HolderLock,
+    ParentWatchdog,
+    describe_holder,
+    launch_command,
+    process_alive,
+    process_start_time,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 linux_only = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
@@ -61,8 +69,13 @@ def test_watchdog_sees_a_live_parent_then_its_loss_and_a_reused_pid():
     try:
         start = process_start_time(parent.pid)
         fired: list[str] = []
-        dog = ParentWatchdog("sft", [("the flow", parent.pid, start)], interval=0.05,
-                             on_orphan=fired.append, kill=lambda: fired.append("killed"))
+        dog = ParentWatchdog(
+            "sft",
+            [("the flow", parent.pid, start)],
+            interval=0.05,
+            on_orphan=fired.append,
+            kill=lambda: fired.append("killed"),
+        )
         dog.start()
         time.sleep(0.5)
         assert fired == [] and dog.thread.is_alive()  # parent alive: nothing happens
@@ -109,8 +122,9 @@ def test_watchdog_kills_its_whole_process_group_and_marks_the_run(tmp_path):
                        on_orphan=mark).start()
         time.sleep(120)
     """)
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     try:
         grandchild = int(proc.stdout.readline())
         assert process_alive(grandchild)
@@ -134,11 +148,33 @@ def test_watchdog_kills_its_whole_process_group_and_marks_the_run(tmp_path):
 def test_watchdog_on_orphan_is_bounded():
     """A hung tracking call must not keep an orphan alive: the kill comes after grace_s regardless."""
     events: list[str] = []
-    dog = ParentWatchdog("sft", [("the flow", 2**22 + 12345, None)], on_orphan=lambda why: time.sleep(30),
-                         grace_s=0.3, kill=lambda: events.append("killed"))
+    dog = ParentWatchdog(
+        "sft",
+        [("the flow", 2**22 + 12345, None)],
+        on_orphan=lambda why: time.sleep(30),
+        grace_s=0.3,
+        kill=lambda: events.append("killed"),
+    )
     start = time.monotonic()
     dog.start()  # already lost at start: acts at once
     assert events == ["killed"] and time.monotonic() - start < 3
+
+
+def test_watchdog_retries_a_busy_store_before_the_kill():
+    """A store that refuses twice ("database is locked") still gets the run marked, then the kill comes."""
+    events: list[str] = []
+
+    def mark(why):
+        events.append("try")
+        if events.count("try") < 3:
+            raise RuntimeError("database is locked")
+        events.append("marked")
+
+    dog = ParentWatchdog(
+        "sft", [("the flow", 2**22 + 12345, None)], on_orphan=mark, grace_s=3, kill=lambda: events.append("killed")
+    )
+    dog.start()
+    assert events == ["try", "try", "try", "marked", "killed"]
 
 
 def test_holder_lock_is_exclusive_names_its_holder_and_survives_kill_9(tmp_path):
@@ -236,33 +272,17 @@ def test_a_rank_records_its_exit_2_for_the_launcher(tmp_path, monkeypatch):
     assert stage._exit_permanent() == 2
 
 
-def test_dead_and_zombie_dvc_lock_entries_are_cleared_live_ones_kept(tmp_path):
-    """DVC's rwlock trusts psutil.pid_exists, which says yes to a zombie (a killed dvc not reaped yet)."""
-    from r1_pipeline.orchestration import clear_dead_dvc_locks
-
-    zombie = _sleeper()
-    zombie.kill()
-    time.sleep(0.3)  # killed, not reaped: a zombie
-    gone = _sleeper()
-    gone.kill()
-    gone.wait()
-    live = _sleeper()
-    try:
-        lock_dir = tmp_path / ".dvc" / "tmp"
-        lock_dir.mkdir(parents=True)
-        rw = {"write": {"out/a": {"pid": zombie.pid, "cmd": "dvc repro a"},
-                        "out/b": {"pid": live.pid, "cmd": "dvc repro b"}},
-              "read": {"dep/c": [{"pid": gone.pid, "cmd": "dvc repro a"}, {"pid": live.pid, "cmd": "dvc repro b"}],
-                       "dep/d": [{"pid": zombie.pid, "cmd": "dvc repro a"}]}}
-        (lock_dir / "rwlock").write_text(json.dumps(rw))
-        removed = clear_dead_dvc_locks(tmp_path)
-        assert sorted((r["mode"], r["path"], r["pid"]) for r in removed) == sorted(
-            [("write", "out/a", zombie.pid), ("read", "dep/c", gone.pid), ("read", "dep/d", zombie.pid)])
-        assert json.loads((lock_dir / "rwlock").read_text()) == {
-            "write": {"out/b": {"pid": live.pid, "cmd": "dvc repro b"}},
-            "read": {"dep/c": [{"pid": live.pid, "cmd": "dvc repro b"}]}}
-        assert clear_dead_dvc_locks(tmp_path / "elsewhere") == []  # no DVC lock file: nothing to do
-    finally:
-        for p in (zombie, live):
-            p.kill()
-            p.wait()
+def test_stage_relaunches_through_accelerate_only_when_asked(monkeypatch):
+    monkeypatch.delenv("R1_LAUNCHED", raising=False)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    cfg = load_config(profile="micro")
+    assert launch_command(cfg, "sft", []) is None
+    assert launch_command(cfg, "data", []) is None
+    cfg = load_config(profile="micro", overrides=["grpo.deepspeed=zero3", "grpo.num_processes=2"])
+    cmd = launch_command(cfg, "grpo", ["--set", "x=1"])
+    assert cmd[1:4] == ["-m", "accelerate.commands.launch", "--config_file"]
+    assert cmd[cmd.index("--num_processes") + 1] == "2"
+    assert cmd[cmd.index("--deepspeed_config_file") + 1].endswith("infra/deepspeed/zero3.json")
+    assert cmd[-4:] == ["-m", "tasks.grpo", "--set", "x=1"]
+    monkeypatch.setenv("R1_LAUNCHED", "1")
+    assert launch_command(cfg, "grpo", []) is None  # already inside the launcher: no recursion

@@ -1,35 +1,14 @@
-"""Concurrency limits keyed on what is shared: a checkout, or the DVC remote that pods push to; the GPU budget
-on $R1_GPU_POOL. Real DVC configs written by `dvc remote add`."""
+"""flows.pipeline's concurrency limits keyed on what is shared: a checkout, or the DVC remote that pods push to;
+the GPU budget on $R1_GPU_POOL. Real DVC configs written by `dvc remote add`."""
 
 from __future__ import annotations
 
 import socket
 import subprocess
 
-import pytest
-
 from flows.pipeline import gpu_limit_name, workspace_limit_name
-from r1_pipeline.orchestration import bin_path, dvc_default_remote, workspace_key
-
-
-def dvc(cwd, *args):
-    subprocess.run([bin_path("dvc"), *args], cwd=cwd, check=True, capture_output=True, text=True)
-
-
-@pytest.fixture
-def checkout(tmp_path, monkeypatch):
-    monkeypatch.delenv("R1_WORKSPACE_KEY", raising=False)
-    monkeypatch.delenv("R1_GPU_POOL", raising=False)
-    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
-    dvc(tmp_path, "init", "-q")
-    return tmp_path
-
-
-def test_local_remote_keys_on_host_and_checkout(checkout, tmp_path_factory):
-    dvc(checkout, "remote", "add", "-d", "local", ".dvc-remote")
-    other = tmp_path_factory.mktemp("other")
-    assert workspace_key(checkout).startswith(socket.gethostname())
-    assert workspace_key(checkout) != workspace_key(other)
+from r1_ops.orchestration import dvc_default_remote
+from tests.unit.conftest import dvc
 
 
 def test_two_clones_sharing_an_s3_remote_share_one_slot(checkout, tmp_path_factory):

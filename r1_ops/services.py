@@ -15,14 +15,13 @@ Facts this relies on: `PREFECT_SERVER_ANALYTICS_ENABLED=false` avoids a locked-d
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from r1_pipeline.orchestration import bin_path, http_ok, kill_process_group, subprocess_env
+from r1_ops.orchestration import bin_path, http_ok, kill_process_group, subprocess_env
 from r1_pipeline.stage import process_alive
 
 HOST = "127.0.0.1"
@@ -79,21 +78,31 @@ def _spawn(cmd: list[str], env: dict[str, str], log_file: Path, cwd: str | Path)
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_file, "ab") as log:
         return subprocess.Popen(
-            cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            cmd,
+            cwd=cwd,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
 
 
-def start_prefect(home: str | Path, port: int, log_file: str | Path, cwd: str | Path = ".", host: str = HOST) -> Service:
+def start_prefect(
+    home: str | Path, port: int, log_file: str | Path, cwd: str | Path = ".", host: str = HOST
+) -> Service:
     """`prefect server start` with its own PREFECT_HOME (database, settings) in `home`."""
     svc = prefect_service(port, host)
-    env = subprocess_env({
-        "PREFECT_HOME": str(Path(home).resolve()),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_SERVER_API_HOST": host,
-        "PREFECT_SERVER_API_PORT": str(port),
-        "PREFECT_UI_API_URL": svc.url,
-        "PREFECT_API_URL": svc.url,
-    })
+    env = subprocess_env(
+        {
+            "PREFECT_HOME": str(Path(home).resolve()),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_SERVER_API_HOST": host,
+            "PREFECT_SERVER_API_PORT": str(port),
+            "PREFECT_UI_API_URL": svc.url,
+            "PREFECT_API_URL": svc.url,
+        }
+    )
     env.pop("PREFECT_PROFILES_PATH", None)
     cmd = [bin_path("prefect"), "server", "start", "--host", host, "--port", str(port)]
     svc.log_file = Path(log_file)
@@ -102,7 +111,12 @@ def start_prefect(home: str | Path, port: int, log_file: str | Path, cwd: str | 
 
 
 def start_mlflow(
-    backend_uri: str, artifacts_dir: str | Path, port: int, log_file: str | Path, cwd: str | Path = ".", host: str = HOST
+    backend_uri: str,
+    artifacts_dir: str | Path,
+    port: int,
+    log_file: str | Path,
+    cwd: str | Path = ".",
+    host: str = HOST,
 ) -> Service:
     """`mlflow server` (one worker, no job execution) with artifacts proxied from `artifacts_dir`: a local
     folder, or an object-store URI (`s3://bucket/path`; an S3-compatible endpoint from MLFLOW_S3_ENDPOINT_URL)."""
@@ -111,8 +125,17 @@ def start_mlflow(
     for var in ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_NAME"):
         env.pop(var, None)
     cmd = [
-        bin_path("mlflow"), "server", "--host", host, "--port", str(port), "--workers", "1",
-        "--backend-store-uri", backend_uri, "--artifacts-destination",
+        bin_path("mlflow"),
+        "server",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--backend-store-uri",
+        backend_uri,
+        "--artifacts-destination",
         str(artifacts_dir) if "://" in str(artifacts_dir) else str(Path(artifacts_dir).resolve()),
         "--serve-artifacts",
     ]
@@ -132,7 +155,9 @@ def wait_healthy(svc: Service, timeout_s: float = 90.0) -> None:
         if ok:
             return
         time.sleep(0.5)
-    raise RuntimeError(f"{svc.name} server not healthy at {svc.health_url} after {timeout_s:.0f}s ({why}):\n{svc.log_tail()}")
+    raise RuntimeError(
+        f"{svc.name} server not healthy at {svc.health_url} after {timeout_s:.0f}s ({why}):\n{svc.log_tail()}"
+    )
 
 
 # --------------------------------------------------------------------------------------- r1 services up|down
@@ -151,7 +176,9 @@ def _read_pid(path: Path) -> tuple[int, int] | None:
         return None
 
 
-def up(root: str | Path = ".", prefect_port: int = 4200, mlflow_port: int = 5000, timeout_s: float = 120.0) -> list[Service]:
+def up(
+    root: str | Path = ".", prefect_port: int = 4200, mlflow_port: int = 5000, timeout_s: float = 120.0
+) -> list[Service]:
     """Start whichever of the two servers is not running yet; return both (already running ones included)."""
     root = Path(root).resolve()
     sdir = root / SERVICES_DIR
@@ -205,8 +232,14 @@ def status(root: str | Path = ".") -> dict[str, dict]:
             continue
         svc = prefect_service(known[1]) if name == "prefect" else mlflow_service(known[1])
         healthy, why = http_ok(svc.health_url, timeout=2.0)
-        out[name] = {"running": process_alive(known[0]), "healthy": healthy, "pid": known[0], "url": svc.url,
-                     "ui": svc.ui_url, "detail": why}
+        out[name] = {
+            "running": process_alive(known[0]),
+            "healthy": healthy,
+            "pid": known[0],
+            "url": svc.url,
+            "ui": svc.ui_url,
+            "detail": why,
+        }
     return out
 
 

@@ -1,6 +1,7 @@
 """hf_compiled generation (r1_pipeline.generation.CompiledDecoder): the same tokens as eager transformers generate
 under greedy decoding, on a tiny random Qwen2 with torch.compile on CPU, one graph across calls of different
-prompt lengths, EOS handling, sampling settings, and the fallback message."""
+prompt lengths, EOS handling, sampling settings, the fallback message, and the `hf_compiled` backend. GRPO's
+rollouts through the decoder: test_grpo.py."""
 
 from __future__ import annotations
 
@@ -17,9 +18,18 @@ from r1_pipeline.generation import CompiledDecoder, compiled_decoder
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    cfg = Qwen2Config(vocab_size=97, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                      tie_word_embeddings=True, pad_token_id=0, eos_token_id=1)
+    cfg = Qwen2Config(
+        vocab_size=97,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        tie_word_embeddings=True,
+        pad_token_id=0,
+        eos_token_id=1,
+    )
     m = Qwen2ForCausalLM(cfg).eval()
     with torch.no_grad():  # larger weights: peaked logits, so greedy ties (fp rounding) cannot decide a token
         for p in m.parameters():
@@ -39,9 +49,15 @@ def left_padded(lengths, seed):
 
 
 def eager_greedy(model, ids, mask, new, eos=None):
-    out = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=new,
-                         min_new_tokens=0 if eos is not None else new, pad_token_id=0,
-                         eos_token_id=eos if eos is not None else 1)
+    out = model.generate(
+        input_ids=ids,
+        attention_mask=mask,
+        do_sample=False,
+        max_new_tokens=new,
+        min_new_tokens=0 if eos is not None else new,
+        pad_token_id=0,
+        eos_token_id=eos if eos is not None else 1,
+    )
     return out[:, ids.shape[1] :]
 
 
@@ -82,8 +98,18 @@ def test_sampling_respects_top_k_and_min_new_tokens(model):
     first = dec.generate(ids, mask, 1, do_sample=True, temperature=0.7, top_k=2, pad_id=0, generator=g)[:, 0]
     assert all(first[i] in allowed[i] for i in range(4))
     eos = int(eager_greedy(model, ids, mask, 1)[0, 0])
-    out = dec.generate(ids, mask, 12, do_sample=True, temperature=1.0, top_p=0.9, min_new_tokens=12,
-                       eos_token_ids=[eos], pad_id=0, generator=g)
+    out = dec.generate(
+        ids,
+        mask,
+        12,
+        do_sample=True,
+        temperature=1.0,
+        top_p=0.9,
+        min_new_tokens=12,
+        eos_token_ids=[eos],
+        pad_id=0,
+        generator=g,
+    )
     assert (out != eos).all()  # EOS suppressed until min_new_tokens
 
 
@@ -94,51 +120,6 @@ def test_fallback_warns_and_returns_none(model, monkeypatch):
         warnings.simplefilter("always")
         assert compiled_decoder(model, "grpo") is None
     assert any("hf_compiled cannot run" in str(w.message) and "eager" in str(w.message) for w in caught)
-
-
-@pytest.fixture(scope="module")
-def saved_model(tmp_path_factory):
-    from r1_pipeline.modeling import build_model, save_tokenizer, train_tokenizer
-
-    texts = [f"{a} + {b} = {a + b} <think> step </think> <answer> {a + b} </answer>" for a in range(20) for b in range(9)]
-    tok = train_tokenizer(texts, vocab_size=300)
-    model = build_model(tok, "qwen2", 64, 2, 4, 2, 128, 256)
-    path = tmp_path_factory.mktemp("tiny_model")
-    model.save_pretrained(path)
-    save_tokenizer(tok, path)
-    return path
-
-
-def test_grpo_trainer_rolls_out_with_the_compiled_decoder(saved_model, tmp_path):
-    """A real TRL GRPOTrainer (two optimizer steps on CPU) whose rollouts come from CompiledDecoder, EOS suppressed
-    by min_new_tokens as the bench does: every completion has the full length and training ran."""
-    from datasets import Dataset
-    from trl import GRPOConfig
-
-    from r1_pipeline.grpo import compiled_rollout_trainer_class
-    from r1_pipeline.modeling import load_model_and_tokenizer
-
-    model, tok = load_model_and_tokenizer(saved_model, "cpu", "fp32")
-    seen = []
-
-    def length_reward(completions, **_):
-        seen.extend(completions)
-        return [float(len(c)) for c in completions]
-
-    args = GRPOConfig(output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=8, num_generations=4,
-                      max_completion_length=12, report_to=[], save_strategy="no", use_cpu=True, bf16=False,
-                      gradient_checkpointing=False, logging_steps=1, disable_tqdm=True,
-                      generation_kwargs={"min_new_tokens": 12})
-    data = Dataset.from_list([{"prompt": [{"role": "user", "content": f"{a} + {a % 7}"}]} for a in range(16)])
-    cls = compiled_rollout_trainer_class()
-    trainer = cls(model=model, reward_funcs=[length_reward], args=args, train_dataset=data, processing_class=tok)
-    trainer.train()
-    decoder = generation._decoders.get(id(trainer.accelerator.unwrap_model(trainer.model)))
-    assert decoder is not None and decoder.calls == 2
-    assert cls.rollout_seconds > 0
-    assert len(seen) == 16
-    lengths = [h["completions/mean_length"] for h in trainer.state.log_history if "completions/mean_length" in h]
-    assert lengths and all(n == 12 for n in lengths)
 
 
 def test_backend_hf_compiled_samples_like_hf(saved_model):
