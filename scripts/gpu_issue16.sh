@@ -6,6 +6,8 @@
 #   bash scripts/gpu_issue16.sh equiv      greedy equivalence with teacher forcing and an eager floor; base cost
 #   bash scripts/gpu_issue16.sh fair       SFT 1k/4k/8k at 32k token slots: ours vs bare TRL (same / best setting)
 #   bash scripts/gpu_issue16.sh final      greedy (3 cases) then the fair SFT rows at 4k/8k, in one command
+#   bash scripts/gpu_issue16.sh close      the base stage's cost/* on the GPU, then SFT at 4k with every row at
+#                                          65,536 token slots (ours vs bare TRL, same memory setting)
 #   bash scripts/gpu_issue16.sh pipeline   the gpu profile, every training stage, cost/* metrics from MLflow
 #                                          and the report's cost table
 # Needs .whl/ (scripts/build_gpu_wheels.sh) carried; writes under $OUT (at most 8 files come back).
@@ -83,6 +85,28 @@ final)
     --tokens-per-step 32768 --max-step-s 120 --rows bare_nogc,bare_best,ours_rows_liger_flex \
     --budget-s $left --pack-logs > "$OUT/bench_fair.txt" 2>&1
   echo "sft fair rc=$? ($((SECONDS - start)) s)"
+  grep -E '^\| (seq|[0-9])' "$OUT/bench/table.md" | cut -c1-230
+  ;;
+close)
+  # the base stage's pretraining cost (cost/* in MLflow, the report's base row) on the gpu profile, shortened
+  timeout 220 python3 bench/pipeline_times.py --profile gpu --workdir "$PWD/gpu-base" --stages data,base \
+    --set base.pretrain_steps=150 > "$OUT/base_times.txt" 2>&1
+  echo "base rc=$? ($((SECONDS - start)) s)"; tail -4 "$OUT/base_times.txt"
+  python3 - gpu-base/mlflow.db <<'PY' | tee "$OUT/base_cost.txt"
+import sqlite3, sys
+con = sqlite3.connect(sys.argv[1])
+rows = con.execute("select r.name, m.key, m.value from metrics m join runs r on r.run_uuid=m.run_uuid "
+                   "where m.key like 'cost/%' order by r.name, m.key").fetchall()
+for name, k, v in rows:
+    print(f"{name:8s} {k:34s} {v:.6g}")
+print(f"{len(rows)} cost/* metrics in {len({r[0] for r in rows})} runs")
+PY
+  # SFT at 4k, every row at 65,536 token slots per device step (batch 16): the batch at which ours read 35.5%
+  left=$((560 - (SECONDS - start))); [ $left -lt 1 ] && left=1
+  python3 bench/train_bench.py --mode gpu --out "$OUT/bench" --sections sft,liger --seq-lens 4096 \
+    --tokens-per-step 65536 --max-step-s 120 --rows ours_rows_liger_flex,bare_nogc,bare_best \
+    --budget-s $left --pack-logs > "$OUT/bench_4k.txt" 2>&1
+  echo "sft 4k rc=$? ($((SECONDS - start)) s)"
   grep -E '^\| (seq|[0-9])' "$OUT/bench/table.md" | cut -c1-230
   ;;
 pipeline)
