@@ -24,6 +24,7 @@ process lifecycle that survives kills.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import random
@@ -260,6 +261,9 @@ class ParentWatchdog:
             self._orphaned(why)
 
     def _orphaned(self, why: str) -> None:
+        # stdout/stderr are usually a pipe to the parent that is gone: any print on the way out (MLflow's client
+        # prints "View run ... at: <url>" when it ends a run on a tracking server) would raise BrokenPipeError.
+        sys.stdout, sys.stderr = _WritesNeverRaise(sys.stdout), _WritesNeverRaise(sys.stderr)
         if self.on_orphan is not None:
             # Bounded: a hung tracking server must not keep an orphan alive.
             t = threading.Thread(target=self._call_on_orphan, args=(why,), daemon=True)
@@ -287,6 +291,25 @@ class ParentWatchdog:
         if self.parent_pgid is not None and group == self.parent_pgid:
             os.kill(os.getpid(), signal.SIGKILL)  # started without a session of its own: not the parent's group
         os.killpg(group, signal.SIGKILL)
+
+
+class _WritesNeverRaise(io.TextIOBase):
+    """A text stream whose writes into a dead pipe (or a closed file) are dropped instead of raising."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self.stream.write(text)
+        except (OSError, ValueError):
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self.stream.flush()
+        except (OSError, ValueError):
+            pass
 
 
 def _say(line: str) -> None:

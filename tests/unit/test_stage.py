@@ -145,6 +145,39 @@ def test_watchdog_kills_its_whole_process_group_and_marks_the_run(tmp_path):
         proc.wait()
 
 
+def test_watchdog_marks_the_run_although_its_stdout_pipe_is_broken(tmp_path):
+    """The parent's end of the stage's stdout dies with it; MLflow's client prints "View run ... at" when it ends
+    a run on a tracking server. That print must not stop the mark (it did: BrokenPipeError, run left RUNNING)."""
+    parent = _sleeper()
+    marker = tmp_path / "orphaned.txt"
+    code = textwrap.dedent(f"""
+        import sys, time
+        sys.path.insert(0, {str(ROOT)!r})
+        from r1_pipeline.stage import ParentWatchdog, process_start_time
+        def mark(why):
+            print("View run base at: http://127.0.0.1:5000/#/experiments/1/runs/x", flush=True)
+            open({str(marker)!r}, "w").write(why)
+        ParentWatchdog("sft", [("the flow", {parent.pid}, process_start_time({parent.pid}))], interval=0.2,
+                       on_orphan=mark).start()
+        print("watching", flush=True)
+        time.sleep(120)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert proc.stdout.readline().strip() == "watching"
+        proc.stdout.close()  # the reader is gone, as the dead flow's end of the pipe is
+        parent.kill()
+        parent.wait()
+        proc.wait(timeout=15)
+        assert proc.returncode == -signal.SIGKILL
+        assert marker.exists() and marker.read_text() == f"the flow (pid {parent.pid}) is gone"
+    finally:
+        parent.kill()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 def test_watchdog_on_orphan_is_bounded():
     """A hung tracking call must not keep an orphan alive: the kill comes after grace_s regardless."""
     events: list[str] = []
