@@ -512,7 +512,7 @@ def run_stage(stage: str, body: Callable[[Config], dict | None], argv: list[str]
         launch = launch_command(cfg, stage, list(argv) if argv is not None else sys.argv[1:])
         if launch:
             return _launch(cfg, stage, launch)
-        return _run_body(stage, body, cfg, run_ref, tracking, lock)
+        return _run_body(stage, body, cfg, run_ref, tracking, lock, watchdog)
     except StageTerminated:
         print(f"error: {stage}: terminated (SIGTERM)", file=sys.stderr)
         return 128 + signal.SIGTERM
@@ -530,7 +530,7 @@ def run_stage(stage: str, body: Callable[[Config], dict | None], argv: list[str]
             lock.release()
 
 
-def _run_body(stage, body, cfg, run_ref, tracking, lock: HolderLock | None) -> int:
+def _run_body(stage, body, cfg, run_ref, tracking, lock: HolderLock | None, watchdog=None) -> int:
     seed_everything(cfg.project.seed)
     start = time.time()
     try:
@@ -544,7 +544,15 @@ def _run_body(stage, body, cfg, run_ref, tracking, lock: HolderLock | None) -> i
                 run_ref["client"] = MlflowClient(tracking.tracking_uri(cfg))
                 if lock is not None:  # should this process die outright, the next run closes this MLflow run
                     lock.update(mlflow_run_id=run.info.run_id, tracking_uri=tracking.tracking_uri(cfg))
-            metrics = body(cfg) or {}
+            try:
+                metrics = body(cfg) or {}
+            except BaseException:
+                # The flow's death often shows first as an error in the body (a print into its dead pipe). Hand
+                # it to the watchdog here, inside the run's context: leaving the context would end the run FAILED,
+                # racing the watchdog's KILLED. orphaned() marks the run and kills this process: it never returns.
+                if watchdog is not None and (why := watchdog.lost()):
+                    watchdog.orphaned(why)
+                raise
             metrics[f"{stage}_seconds"] = time.time() - start
             tracking.log_metrics(metrics)
             if tracking.is_main_process():
