@@ -207,7 +207,7 @@ class ParentWatchdog:
         watched: list[tuple[str, int, str | None]],
         interval: float = 0.5,
         on_orphan: Callable[[str], None] | None = None,
-        grace_s: float = 7.0,
+        grace_s: float = 5.0,
         parent_pgid: int | None = None,
         kill: Callable[[], None] | None = None,
     ):
@@ -273,18 +273,10 @@ class ParentWatchdog:
         self.kill()
 
     def _call_on_orphan(self, why: str) -> None:
-        # Retried within the grace: a store busy for a moment (SQLite's "database is locked") is not a reason to
-        # leave the run RUNNING forever.
-        deadline = time.monotonic() + self.grace_s
-        while True:
-            try:
-                self.on_orphan(why)
-                return
-            except Exception as exc:  # noqa: BLE001 (the kill must happen whatever tracking says)
-                if time.monotonic() + 0.5 > deadline:
-                    _say(f"warning: {self.stage}: could not mark the MLflow run: {exc}")
-                    return
-                time.sleep(0.25)
+        try:
+            self.on_orphan(why)
+        except Exception as exc:  # noqa: BLE001 (the kill must happen whatever tracking says)
+            _say(f"warning: {self.stage}: could not mark the MLflow run: {exc}")
 
     def _kill_group(self) -> None:
         group = os.getpgrp()
@@ -537,11 +529,6 @@ def _run_body(stage, body, cfg, run_ref, tracking, lock: HolderLock | None, watc
         with tracking.stage_run(stage, cfg) as run:
             if run is not None:
                 run_ref["run_id"] = run.info.run_id
-                # Built now, not by the watchdog: opening a store (SQLite: schema checks) can take seconds on a
-                # loaded machine, more than the watchdog's grace; marking the run is then two quick writes.
-                from mlflow import MlflowClient
-
-                run_ref["client"] = MlflowClient(tracking.tracking_uri(cfg))
                 if lock is not None:  # should this process die outright, the next run closes this MLflow run
                     lock.update(mlflow_run_id=run.info.run_id, tracking_uri=tracking.tracking_uri(cfg))
             try:
@@ -671,7 +658,7 @@ def _mark_orphaned(cfg: Config, run_ref: dict, why: str) -> None:
     from mlflow import MlflowClient
     from mlflow.entities import RunTag
 
-    client = run_ref.get("client") or MlflowClient(tracking.tracking_uri(cfg))
+    client = MlflowClient(tracking.tracking_uri(cfg))
     client.log_batch(run_id, tags=[RunTag("r1.status", "orphaned"), RunTag("r1.orphaned_because", why)])
     client.set_terminated(run_id, "KILLED")
 

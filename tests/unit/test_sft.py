@@ -107,18 +107,7 @@ def test_sft_packing_in_rows_keeps_documents_apart():
 
 def test_packed_rows_do_not_attend_across_documents():
     """A packed document's logits equal the document's own, as the SFT stage trains them (no KV cache)."""
-    config = transformers.Qwen2Config(
-        vocab_size=50,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        use_cache=False,
-    )
-    torch.manual_seed(0)
-    model = transformers.AutoModelForCausalLM.from_config(config).train()
+    model = model_with("sdpa").train()
     a, b = list(range(3, 10)), list(range(20, 25))
     batch = packed_rows_collator(pad_id=0)([{"input_ids": a + b, "seq_lengths": [7, 5]}])
     with torch.no_grad():
