@@ -549,7 +549,19 @@ def _run_body(stage, body, cfg, run_ref, tracking, lock: HolderLock | None, watc
         print(f"error: {stage}: {exc}", file=sys.stderr)
         return _exit_permanent()
     print(f"{stage}: done in {time.time() - start:.1f}s")
+    _end_process_group()
     return 0
+
+
+def _end_process_group() -> None:
+    """A rank of a multi-process stage waits for the others (rank 0 may still be writing), then takes the
+    process group down before the interpreter exits: a rank exiting with gloo's threads alive aborts with
+    "terminate called without an active exception" (SIGABRT, seen under load)."""
+    torch = sys.modules.get("torch")  # a stage that never imported torch has no process group
+    if torch is None or not torch.distributed.is_available() or not torch.distributed.is_initialized():
+        return
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
 
 
 def _launch(cfg: Config, stage: str, launch: list[str]) -> int:

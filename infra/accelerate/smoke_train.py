@@ -76,6 +76,10 @@ def main() -> None:
             f"local_rank={os.environ.get('LOCAL_RANK')}",
             flush=True,
         )
+    # Every rank waits for rank 0's save, then the process group goes down before the interpreter does: a rank
+    # that exits with gloo's threads still running aborts ("terminate called without an active exception").
+    acc.wait_for_everyone()
+    acc.end_training()
 
 
 if __name__ == "__main__":

@@ -302,3 +302,32 @@ def test_stage_relaunches_through_accelerate_only_when_asked(monkeypatch):
     assert cmd[-4:] == ["-m", "tasks.grpo", "--set", "x=1"]
     monkeypatch.setenv("R1_LAUNCHED", "1")
     assert launch_command(cfg, "grpo", []) is None  # already inside the launcher: no recursion
+
+
+def test_a_rank_waits_for_the_others_and_takes_the_process_group_down(tmp_path):
+    """Two gloo ranks: rank 1 finishes first, rank 0 is still "saving" for 1.5 s. _end_process_group holds rank 1
+    until rank 0 arrives, and leaves no process group behind (a rank exiting with gloo's threads alive aborts)."""
+    script = textwrap.dedent(
+        """
+        import os, sys, time
+        import torch.distributed as dist
+        from r1_pipeline import stage
+        rank = int(sys.argv[1])
+        dist.init_process_group("gloo", init_method="file://" + sys.argv[2], rank=rank, world_size=2)
+        if rank == 0:
+            time.sleep(1.5)
+        arrived = time.time()
+        stage._end_process_group()
+        print(rank, arrived, time.time(), dist.is_initialized())
+        """
+    )
+    store = tmp_path / "store"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script, str(r), str(store)], stdout=subprocess.PIPE, text=True)
+        for r in (0, 1)
+    ]
+    out = [p.communicate(timeout=60)[0].split() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0]
+    (_, arrived0, _, init0), (_, _, left1, init1) = out
+    assert float(left1) >= float(arrived0) - 0.05, "rank 1 left before rank 0 reached the barrier"
+    assert init0 == init1 == "False"
