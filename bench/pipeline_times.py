@@ -5,6 +5,8 @@ the stage times (process overhead apart from the stage's own work), the pass@1 t
     python bench/pipeline_times.py                              # tiny profile, seed 0, default threads
     python bench/pipeline_times.py --seeds 0,1,2 --threads 1,2 --curated  # what `make bench-seeds` runs
     python bench/pipeline_times.py --profile micro --workdir /tmp/r1-micro
+    python bench/pipeline_times.py --seeds 1 --stages grpo,evaluate --start-from W/seed1 --set project.seed=11
+                                                                # GRPO again from seed 1's SFT, another RL seed
 
 Each stage runs as DVC runs it (`python -m tasks.<stage>` in a work dir), so the times include process
 start-up and imports; `work` is the stage's own time (from its metrics file), `overhead` the rest of the wall
@@ -164,6 +166,11 @@ def main() -> int:
         help="per seed, also run SFT and GRPO from the same base with a curated cold start "
         f"({CURATED}): how much of GRPO's gain SFT on step-by-step traces gets alone",
     )
+    parser.add_argument(
+        "--start-from",
+        help="copy this finished work dir's outputs/ into each run's work dir first, e.g. with --stages "
+        "grpo,evaluate: GRPO settings or GRPO seeds compared from one and the same SFT model",
+    )
     args = parser.parse_args()
 
     root = Path(args.workdir or tempfile.mkdtemp(prefix=f"r1-bench-{args.profile}-"))
@@ -178,6 +185,8 @@ def main() -> int:
                 root / f"seed{seed}-threads{threads or 'default'}" if len(seeds) * len(thread_counts) > 1 else root
             )
             overrides = [f"project.seed={seed}", f"data.seed={seed}", *args.overrides]
+            if args.start_from:
+                shutil.copytree(Path(args.start_from) / "outputs", workdir / "outputs", dirs_exist_ok=True)
             result = run_pipeline(workdir, args.profile, overrides, args.stages.split(","), threads)
             failed += bool(result["rc"])
             metrics, records = eval_summary(workdir)
