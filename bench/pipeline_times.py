@@ -172,6 +172,11 @@ def main() -> int:
         "grpo,evaluate: GRPO settings or GRPO seeds compared from one and the same SFT model",
     )
     args = parser.parse_args()
+    if args.start_from:
+        if "," in args.seeds or "," in args.threads:
+            parser.error("--start-from copies one run's outputs: give one seed and at most one thread count")
+        if not (Path(args.start_from) / "outputs").is_dir():
+            parser.error(f"--start-from {args.start_from}: no outputs/ folder there (a work dir of this script)")
 
     root = Path(args.workdir or tempfile.mkdtemp(prefix=f"r1-bench-{args.profile}-"))
     seeds = [int(s) for s in args.seeds.split(",")]

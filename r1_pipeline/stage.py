@@ -255,6 +255,12 @@ class ParentWatchdog:
                 self.orphaned(lost)
                 return
 
+    def orphaned_if_lost(self) -> None:
+        """On an error: when a watched parent is gone, the error is its death showing (a print into its dead
+        pipe), not a failure: mark the run orphaned and kill (never returns). Otherwise return."""
+        if why := self.lost():
+            self.orphaned(why)
+
     def orphaned(self, why: str) -> None:
         """Mark the run (bounded), say why, kill the process group: the end of this process."""
         with self._once:
@@ -509,10 +515,9 @@ def run_stage(stage: str, body: Callable[[Config], dict | None], argv: list[str]
         print(f"error: {stage}: terminated (SIGTERM)", file=sys.stderr)
         return 128 + signal.SIGTERM
     except BaseException:
-        # The flow's death often shows first as an error here (a print into the pipe nobody reads any more:
-        # BrokenPipeError) rather than in the watchdog's next poll: then it is the same orphan, not a failure.
-        if watchdog is not None and (why := watchdog.lost()):
-            watchdog.orphaned(why)
+        # The flow's death often shows first as an error here rather than in the watchdog's next poll.
+        if watchdog is not None:
+            watchdog.orphaned_if_lost()
         raise
     finally:
         if watchdog is not None:
@@ -534,11 +539,9 @@ def _run_body(stage, body, cfg, run_ref, tracking, lock: HolderLock | None, watc
             try:
                 metrics = body(cfg) or {}
             except BaseException:
-                # The flow's death often shows first as an error in the body (a print into its dead pipe). Hand
-                # it to the watchdog here, inside the run's context: leaving the context would end the run FAILED,
-                # racing the watchdog's KILLED. orphaned() marks the run and kills this process: it never returns.
-                if watchdog is not None and (why := watchdog.lost()):
-                    watchdog.orphaned(why)
+                # Inside the run's context: leaving it would end the run FAILED, racing the watchdog's KILLED.
+                if watchdog is not None:
+                    watchdog.orphaned_if_lost()
                 raise
             metrics[f"{stage}_seconds"] = time.time() - start
             tracking.log_metrics(metrics)

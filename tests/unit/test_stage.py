@@ -309,7 +309,7 @@ def test_a_rank_waits_for_the_others_and_takes_the_process_group_down(tmp_path):
     until rank 0 arrives, and leaves no process group behind (a rank exiting with gloo's threads alive aborts)."""
     script = textwrap.dedent(
         """
-        import os, sys, time
+        import sys, time
         import torch.distributed as dist
         from r1_pipeline import stage
         rank = int(sys.argv[1])
